@@ -228,6 +228,7 @@ class CallbackConfig:
 class RunConfig:
     name: str = "base"
     extends: Optional[str] = None
+    followup: Optional[str] = None  # experiment trained next, its core initialised from this run's best
     stage: str = "metric"  # metric | relative
     seed: int = 43
     output_dir: str = "runs"
@@ -347,26 +348,38 @@ def _chain(name: str, root: Path) -> List[Path]:
     return list(reversed(chain))
 
 
-def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+def _guard(action, source: str):
+    """Run an OmegaConf merge/update and turn its errors into one-line ConfigErrors."""
     try:
-        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+        return action()
     except (ConfigKeyError, ConfigAttributeError) as exc:
         raise ConfigError(_unknown_key_message(exc, source)) from None
     except ValidationError as exc:
         msg = str(exc.msg).splitlines()[0]
         raise ConfigError(f"{source}: wrong type for '{exc.full_key}': {msg}") from None
     except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
+    except TypeError as exc:  # e.g. a mapping merged into a list
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override '{bad[0]}' is not of the form key=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}") from None
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    return _guard(lambda: OmegaConf.merge(base, update), source)
+
+
+def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """``key=value`` items; keys may index lists (``data.train.0.weight`` or ``data.train[0].weight``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        try:
+            value = OmegaConf.from_dotlist([f"v={raw}"]).v
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"cannot parse the value of override '{item}': {exc}") from None
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value)
+        _guard(lambda: OmegaConf.update(cfg, key.strip(), value, merge=True), "command line")
 
 
 def _check_choices(cfg: DictConfig) -> None:
@@ -425,7 +438,7 @@ def load_config(
             cfg = _merge(cfg, _read_yaml(path), str(path))
         cfg.name = Path(experiment).stem
     if overrides:
-        cfg = _merge(cfg, _parse_overrides(overrides), "command line")
+        _apply_overrides(cfg, overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required value for '{missing[0]}'" + (

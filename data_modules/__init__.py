@@ -1,0 +1,1 @@
+"""Data loading: datasets, mixtures and the Lightning data module."""

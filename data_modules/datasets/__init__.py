@@ -1,0 +1,54 @@
+"""Dataset registry: ``build_dataset(name, split, **options)`` returns a torch ``Dataset``.
+
+``synthetic_style<k>`` (any integer ``k``) is the relative-depth synthetic set in style ``k``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Callable, Dict
+
+from torch.utils.data import Dataset
+
+from .synthetic import SyntheticDepthDataset
+
+__all__ = ["DATASETS", "build_dataset", "SyntheticDepthDataset"]
+
+
+def _synthetic(fixed: Dict[str, Any], defaults: Dict[str, Any]) -> Callable[..., Dataset]:
+    """A builder with options that callers may not change (``fixed``) and ones they may."""
+
+    def build(split: str, **options: Any) -> Dataset:
+        clash = sorted(set(fixed) & set(options))
+        if clash:
+            raise ValueError(f"option(s) {clash} are fixed for this dataset ({fixed})")
+        merged = {**defaults, **options, **fixed}
+        if "dataset_name" not in merged and merged.get("style"):
+            merged["dataset_name"] = f"synthetic_relative_style{int(merged['style'])}"
+        return SyntheticDepthDataset(split=split, **merged)
+
+    return build
+
+
+DATASETS: Dict[str, Callable[..., Dataset]] = {
+    "synthetic_indoor": _synthetic({"domain": "nyu", "depth_kind": "metric"}, {}),
+    "synthetic_outdoor": _synthetic({"domain": "kitti", "depth_kind": "metric"}, {}),
+    "synthetic_relative": _synthetic({"depth_kind": "disparity"}, {"domain": "nyu"}),
+}
+
+
+def build_dataset(name: str, split: str, **options: Any) -> Dataset:
+    """Build the dataset registered as ``name`` for ``split``; unknown names raise ValueError."""
+    if name in DATASETS:
+        return DATASETS[name](split, **options)
+    styled = re.fullmatch(r"synthetic_style(\d+)", name)
+    if styled:
+        if "style" in options:
+            raise ValueError(f"{name!r} fixes the style; drop the 'style' option")
+        options.setdefault("dataset_name", name)
+        return DATASETS["synthetic_relative"](split, style=int(styled.group(1)), **options)
+    known = sorted(DATASETS) + ["synthetic_style<k>"]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown dataset {name!r}{hint} (known: {', '.join(known)})")

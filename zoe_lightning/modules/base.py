@@ -1,0 +1,102 @@
+"""Shared LightningModule plumbing: model assembly, optimiser + OneCycle, augmentation, logging."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Dict
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..models import build_model
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_core_state(path: str) -> Dict[str, torch.Tensor]:
+    """The DPT-core weights of a stage-1 (or stage-2) checkpoint, keys relative to ``core``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.core_checkpoint: no such file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, corrupt file
+        raise ValueError(f"model.core_checkpoint: cannot load {path} with weights_only=True: {exc}") from None
+    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"model.core_checkpoint: {path} holds no state_dict")
+    for prefix in ("model.core.", "core."):
+        core = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if core:
+            return core
+    raise ValueError(f"model.core_checkpoint: {path} has no 'model.core.*' or 'core.*' keys")
+
+
+class DepthModule(L.LightningModule):
+    """Base of both stages. ``cfg`` is the whole run config (stored in the checkpoint)."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        self.save_hyperparameters({"cfg": container})
+        self.cfg = OmegaConf.create(container)
+        self.model = build_model(self.cfg)
+        if self.cfg.model.core_checkpoint:
+            missing = self.model.core.load_state_dict(load_core_state(self.cfg.model.core_checkpoint), strict=False)
+            if missing.missing_keys or missing.unexpected_keys:
+                raise ValueError(
+                    f"model.core_checkpoint {self.cfg.model.core_checkpoint} does not fit model.backbone="
+                    f"{self.cfg.model.backbone}: missing {missing.missing_keys[:5]}, unexpected "
+                    f"{missing.unexpected_keys[:5]}"
+                )
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = self.model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor,
+                                             o.same_lr)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches),
+            pct_start=o.pct_start, div_factor=o.div_factor, final_div_factor=o.final_div_factor,
+            anneal_strategy="cos", cycle_momentum=True, base_momentum=o.base_momentum, max_momentum=o.max_momentum,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        n_total = sum(p.numel() for p in self.model.parameters())
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        extra = {"git_commit": git_commit(), "params/total": n_total, "params/trainable": n_train,
+                 "params/core": sum(p.numel() for p in self.model.core.parameters())}
+        for logger in self.loggers:
+            logger.log_hyperparams(extra)
+
+    # ------------------------------------------------------------------ augmentation
+    def on_after_batch_transfer(self, batch: Dict[str, Any], dataloader_idx: int) -> Dict[str, Any]:
+        """Training-time flip and colour jitter on the device, seeded by (seed, step): resumable."""
+        if not (self.training and self.cfg.data.augment and self.trainer is not None and self.trainer.training):
+            return batch
+        image = batch["image"]
+        b = image.shape[0]
+        g = torch.Generator(device="cpu").manual_seed(int(self.cfg.seed) * 7919 + int(self.global_step))
+        flip = torch.rand(b, generator=g) < 0.5
+        colour = torch.rand(b, generator=g) < 0.5
+        gamma = torch.empty(b).uniform_(0.9, 1.1, generator=g)
+        bright = torch.empty(b).uniform_(0.75, 1.25, generator=g)
+        gains = torch.empty(b, 3).uniform_(0.9, 1.1, generator=g)
+        dev = image.device
+        flip_d = flip.to(dev).view(b, 1, 1, 1)
+        for key in ("image", "depth", "valid"):
+            batch[key] = torch.where(flip_d, batch[key].flip(-1), batch[key])
+        jitter = (batch["image"].clamp(0, 1) ** gamma.to(dev).view(b, 1, 1, 1)) * bright.to(dev).view(b, 1, 1, 1)
+        jitter = (jitter * gains.to(dev).view(b, 3, 1, 1)).clamp(0, 1)
+        batch["image"] = torch.where(colour.to(dev).view(b, 1, 1, 1), jitter, batch["image"])
+        return batch

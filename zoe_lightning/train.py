@@ -1,0 +1,198 @@
+"""``train(cfg)``: assemble data, module, loggers and callbacks; fit; report.
+
+A run writes to ``<output_dir>/<name>/<timestamp>/``: ``checkpoints/`` (best by validation REL
+and ``last.ckpt``), ``csv/metrics.csv`` and ``wandb/`` (offline unless you are logged in).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["train", "build_trainer", "wandb_mode", "constant_baseline"]
+
+
+def wandb_mode(cfg: DictConfig) -> str:
+    """Explicit config, else ``WANDB_MODE``, else online when an API key is configured, else offline."""
+    if cfg.logger.mode:
+        return str(cfg.logger.mode)
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    return "online" if logged_in else "offline"
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(cfg.output_dir) / cfg.name / stamp
+    suffix = 1
+    while path.exists():
+        path = Path(cfg.output_dir) / cfg.name / f"{stamp}-{suffix}"
+        suffix += 1
+    return path
+
+
+def _module_class(cfg: DictConfig):
+    from .modules import MetricDepthModule, RelativeDepthModule
+
+    return RelativeDepthModule if cfg.stage == "relative" else MetricDepthModule
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List[Any]] = None):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
+    loggers: List[Any] = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(str(run_dir), name="", version="csv"))
+    if cfg.logger.wandb:
+        mode = wandb_mode(cfg)
+        loggers.append(WandbLogger(
+            project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.name}-{run_dir.name}",
+            group=cfg.group or cfg.name, tags=list(cfg.tags), notes=cfg.notes, save_dir=str(run_dir), mode=mode,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        ))
+    callbacks: List[Any] = [
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor, mode="min",
+                        save_last=True, save_top_k=1, auto_insert_metric_name=False),
+    ]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    cb = cfg.callbacks
+    if cb.rich:
+        from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+
+        callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
+    multi = len(cfg.model.bins) > 1
+    if cfg.stage == "metric" and (cb.depth_panels_every > 0 or cb.bin_centers or (cb.router_stats and multi)):
+        from callbacks import BinCentersCallback, DepthPanelCallback, RouterStatsCallback
+
+        if cb.depth_panels_every > 0:
+            callbacks.append(DepthPanelCallback(every_n_steps=cb.depth_panels_every, n_panels=cb.n_panels))
+        if cb.bin_centers:
+            callbacks.append(BinCentersCallback())
+        if cb.router_stats and multi:
+            callbacks.append(RouterStatsCallback())
+    callbacks += list(extra_callbacks or [])
+    t = cfg.trainer
+    kwargs: Dict[str, Any] = dict(
+        max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val,
+        val_check_interval=t.val_check_interval, log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic, default_root_dir=str(run_dir), logger=loggers or False,
+        callbacks=callbacks, use_distributed_sampler=False, enable_progress_bar=True,
+    )
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    kwargs.update(OmegaConf.to_container(t.extra, resolve=True))
+    return L.Trainer(**kwargs)
+
+
+@torch.no_grad()
+def constant_baseline(datamodule, bins, max_train_samples: int = 256) -> Dict[str, float]:
+    """REL on the validation sets of the best constant predictor: for each domain, the median of
+    the per-image median depths of (up to ``max_train_samples``) training images."""
+    from .metrics import DepthMetrics
+
+    medians: Dict[str, List[float]] = {}
+    for ds in datamodule.train_sets:
+        for i in range(min(len(ds), max_train_samples)):
+            s = ds[i]
+            if s["valid"].any():
+                medians.setdefault(s["domain"], []).append(float(s["depth"][s["valid"]].median()))
+    constants = {d: float(torch.tensor(v).median()) for d, v in medians.items()}
+    results: Dict[str, float] = {}
+    for b in bins:
+        if b.name not in constants:
+            continue
+        metric = DepthMetrics(float(b.min_depth), float(b.max_depth))
+        for ds in datamodule.val_sets:
+            for i in range(len(ds)):
+                s = ds[i]
+                if s["domain"] == b.name:
+                    gt = s["depth"][None]
+                    metric.update(torch.full_like(gt, constants[b.name]), gt)
+        if metric.update_count:
+            results[b.name] = float(metric.compute()["abs_rel"])
+    return results
+
+
+def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt) -> Dict[str, float]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    print("\n" + "=" * 72)
+    print(f"run '{cfg.name}' finished in {run_dir}")
+    keys = ["abs_rel", "rmse", "log_10", "a1", "a2", "a3"] if cfg.stage == "metric" else ["rel", "a1"]
+    labels = {"abs_rel": "REL", "rmse": "RMSE", "log_10": "log10", "a1": "delta1", "a2": "delta2", "a3": "delta3",
+              "rel": "REL (aligned disparity)"}
+    domains = [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [None]
+    for dom in domains:
+        prefix = f"val/{dom}/" if dom and len(domains) > 1 else "val/"
+        print(f"\nvalidation metrics{f' ({dom})' if dom and len(domains) > 1 else ''}:")
+        for k in keys:
+            if prefix + k in metrics:
+                print(f"  {labels[k]:<24} {metrics[prefix + k]:.4f}")
+        if dom in baseline and prefix + "abs_rel" in metrics:
+            ours, const = metrics[prefix + "abs_rel"], baseline[dom]
+            print(f"  REL of the model vs best constant-depth predictor: {ours:.4f} vs {const:.4f} "
+                  f"({100 * (1 - ours / const):.1f}% lower)")
+    print(f"\ncheckpoints: best={ckpt.best_model_path or '-'}  last={ckpt.last_model_path or '-'}")
+    if cfg.logger.csv:
+        print(f"CSV log:     {run_dir / 'csv' / 'metrics.csv'}")
+    if cfg.logger.wandb:
+        mode = wandb_mode(cfg)
+        runs = sorted((run_dir / "wandb").glob("offline-run-*")) if (run_dir / "wandb").exists() else []
+        where = runs[-1] if runs else run_dir / "wandb"
+        if mode == "offline":
+            print(f"W&B run:     {where} (offline) -> upload with: wandb sync {where}")
+        else:
+            print(f"W&B run:     mode={mode}, files in {where}")
+    print("=" * 72)
+    return metrics
+
+
+def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Optional[List[Any]] = None) -> Dict[str, Any]:
+    """Train the experiment ``cfg``; returns the final validation metrics, baseline and paths."""
+    import lightning as L
+
+    from data_modules.datamodule import DepthDataModule
+
+    if resume and not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    module = _module_class(cfg)(cfg)
+    datamodule = DepthDataModule(cfg.data, [b.name for b in cfg.model.bins])
+    trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    baseline = constant_baseline(datamodule, cfg.model.bins) if cfg.stage == "metric" else {}
+    ckpt = trainer.checkpoint_callback
+    metrics = _print_report(cfg, trainer, run_dir, baseline, ckpt)
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover
+        pass
+    result = {"metrics": metrics, "baseline": baseline, "run_dir": str(run_dir),
+              "best": ckpt.best_model_path, "last": ckpt.last_model_path}
+    if cfg.get("followup"):
+        from .config import load_config
+
+        best = ckpt.best_model_path or ckpt.last_model_path
+        print(f"\nfollow-up experiment '{cfg.followup}' initialised from {best}")
+        next_cfg = load_config(cfg.followup, [f"model.core_checkpoint={best}", f"output_dir={cfg.output_dir}"])
+        result["followup"] = train(next_cfg, extra_callbacks=extra_callbacks)
+    return result
