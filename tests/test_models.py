@@ -350,3 +350,19 @@ def test_parameter_counts_match_the_original(overrides, total, head):
     n = sum(p.numel() for p in model.parameters())
     n_head = n - sum(p.numel() for p in model.core.parameters())
     assert (n, n_head) == (total, head)
+
+
+@pytest.mark.parametrize("name, size, channels", [
+    ("beit_large_patch16_384", (384, 512), [256, 512, 1024, 1024]),
+    ("beit_large_patch16_512", (512, 512), [256, 512, 1024, 1024]),
+    ("beit_base_patch16_384", (384, 384), [96, 192, 384, 768]),
+    ("vit_large_patch16_384", (384, 384), [256, 512, 1024, 1024]),
+    ("swinv2_large_window12to24_192to384", (384, 384), [192, 384, 768, 1536]),
+    ("swinv2_base_window12to24_192to384", (384, 384), [128, 256, 512, 1024]),
+    ("swinv2_tiny_window16_256", (256, 256), [96, 192, 384, 768]),
+])
+def test_model_zoo_backbones_build_with_midas_channels(name, size, channels):
+    """Facts file §1.3 reassembled channels; built on the meta device (no memory, no download)."""
+    with torch.device("meta"):
+        enc = Encoder(name, img_size=size)
+    assert enc.channels == channels
