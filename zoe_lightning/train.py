@@ -179,13 +179,10 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
     baseline = constant_baseline(datamodule, cfg.model.bins) if cfg.stage == "metric" else {}
     ckpt = trainer.checkpoint_callback
     metrics = _print_report(cfg, trainer, run_dir, baseline, ckpt)
-    try:
-        import wandb
+    import wandb
 
-        if wandb.run is not None:
-            wandb.finish()
-    except ImportError:  # pragma: no cover
-        pass
+    if wandb.run is not None:  # close the run so a follow-up or a second train() starts its own
+        wandb.finish()
     result = {"metrics": metrics, "baseline": baseline, "run_dir": str(run_dir),
               "best": ckpt.best_model_path, "last": ckpt.last_model_path}
     if cfg.get("followup"):
