@@ -21,7 +21,6 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
-    MissingMandatoryValue,
     OmegaConfBaseException,
     ValidationError,
 )
@@ -447,8 +446,6 @@ def load_config(
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve interpolation: {exc}") from None
-    except MissingMandatoryValue as exc:  # pragma: no cover - covered by missing_keys
-        raise ConfigError(str(exc)) from None
     _check_choices(cfg)
     return cfg
 
@@ -456,9 +453,3 @@ def load_config(
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
 
-
-def as_container(cfg: Any) -> Any:
-    """Plain python dict/list view (for hyper-parameter logging)."""
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg

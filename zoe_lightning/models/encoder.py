@@ -320,6 +320,3 @@ class Encoder(nn.Module):
             outputs.append(post[4](post[3](feat)))
         return outputs
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

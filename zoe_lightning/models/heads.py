@@ -95,12 +95,11 @@ def _select(x: Optional[torch.Tensor], index: Optional[torch.Tensor]) -> Optiona
 class MetricHead(nn.Module):
     """Base: owns the shared bottleneck conv (``conv2``) and the domain list."""
 
-    uses_bins = True
-
     def __init__(self, domains: Sequence[Domain], settings: HeadSettings, features: int, out_channels: int,
                  needs_bottleneck: bool = True) -> None:
         super().__init__()
         self.domains = list(domains)
+        self.domain_by_name = {d.name: d for d in self.domains}
         self.settings = settings
         self.in_channels = out_channels + (1 if settings.use_relative_input else 0)
         self.conv2 = nn.Conv2d(features, features, 1) if needs_bottleneck or len(domains) > 1 else None
@@ -177,7 +176,7 @@ class MetricBinsHead(_BinsHead):
         })
 
     def forward_domain(self, name, shared, out_conv, relative, index=None) -> HeadOutput:
-        domain = next(d for d in self.domains if d.name == name)
+        domain = self.domain_by_name[name]
         seed = self.seed_bin_regressors[name](_select(shared.x0, index))
         prev = (seed - domain.min_depth) / (domain.max_depth - domain.min_depth) if self.attractor_normed else seed
         prev_embedding = _select(shared.seed_embedding, index)
@@ -231,8 +230,6 @@ class SplitterHead(_BinsHead):
 @register_head("naive")
 class NaiveHead(MetricHead):
     """Direct regression: conv3x3 -> ReLU -> conv1x1 -> softplus on the decoder output."""
-
-    uses_bins = False
 
     def __init__(self, domains, settings, features, out_channels) -> None:
         super().__init__(domains, settings, features, out_channels, needs_bottleneck=False)
