@@ -124,3 +124,34 @@ def test_empty_masks_do_not_break_training(tmp_path):
     assert loss.item() == 0.0 and module.empty_batches == 1
     loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_relative_validation_metrics_are_alignment_invariant():
+    from zoe_lightning.modules.relative import aligned_disparity_errors
+
+    gt = torch.rand(2, 1, 8, 8) + 0.5
+    valid = torch.ones_like(gt, dtype=torch.bool)
+    rel, d1 = aligned_disparity_errors(3.0 * gt + 2.0, gt, valid)  # any positive affine map of the truth
+    assert torch.allclose(rel, torch.zeros(2), atol=1e-5) and torch.equal(d1, torch.ones(2))
+    noisy = gt.clone()
+    noisy[:, :, :4] *= 2.0  # half of each image doubled: no affine fit removes it
+    rel, d1 = aligned_disparity_errors(noisy, gt, valid)
+    assert (rel > 0.1).all() and (d1 < 1).all()
+    empty = torch.zeros_like(valid)
+    rel, _ = aligned_disparity_errors(gt, gt, empty)
+    assert rel.numel() == 0  # images without valid pixels are left out, never NaN
+
+
+def test_wandb_mode_resolution(monkeypatch, tmp_path):
+    from zoe_lightning.train import wandb_mode
+
+    cfg = load_config("quickstart")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode(cfg) == "offline"  # not logged in
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode(cfg) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(cfg) == "disabled"  # the environment is respected
+    assert wandb_mode(load_config("quickstart", ["logger.mode=offline"])) == "offline"  # config forces
