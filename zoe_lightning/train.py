@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -166,6 +167,10 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
 
     from data_modules.datamodule import DepthDataModule
 
+    # Known, harmless notices: augmentation deliberately lives in the module (seeded by step), and
+    # Lightning's own pytree deprecation is not the user's to fix.
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     if resume and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
     L.seed_everything(cfg.seed, workers=True)
