@@ -7,6 +7,18 @@ EXP ?= quickstart
 ARGS ?=
 RESUME ?=
 PYTEST_ARGS ?=
+CKPT ?=
+INPUT ?=
+OUTPUT ?= predictions
+ONNX ?= model.onnx
+RUNS ?=
+GROUP ?=
+SWEEP ?= head_variants
+ID ?=
+NODES ?= 1
+GPUS ?= 1
+DRY_RUN ?=
+BENCH_ARGS ?=
 
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
@@ -14,11 +26,11 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train config experiments clean
+.PHONY: help install test test-full train config experiments eval predict export compare sweep agent sweep-local slurm bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: EXP=<experiment> ARGS=\"key=value ...\" RESUME=<last.ckpt> PYTEST_ARGS=..."
+	@echo "  Variables: EXP=<experiment> ARGS=\"key=value ...\" RESUME=<last.ckpt> CKPT=... INPUT=... OUTPUT=... SWEEP=... BENCH_ARGS=..."
 
 $(VENV)/.installed: setup.cfg
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +55,33 @@ config: $(VENV)/.installed ## Print the resolved config of EXP with ARGS overrid
 
 experiments: $(VENV)/.installed ## List the experiment files
 	$(BIN)/zoe-lightning experiments
+
+eval: $(VENV)/.installed ## Evaluate CKPT with the paper's protocol on EXP's evaluation sets (ARGS overrides)
+	$(BIN)/zoe-lightning eval $(EXP) --ckpt $(CKPT) $(ARGS)
+
+predict: $(VENV)/.installed ## Metric depth for INPUT (folder or images) from CKPT into OUTPUT
+	$(BIN)/zoe-lightning predict --ckpt $(CKPT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+export: $(VENV)/.installed ## Export CKPT to ONNX (ONNX=out.onnx)
+	$(BIN)/zoe-lightning export $(CKPT) --onnx $(ONNX) $(ARGS)
+
+compare: $(VENV)/.installed ## Compare RUNS="dir ..." or GROUP=name: table + plots
+	$(BIN)/zoe-lightning compare $(RUNS) $(if $(GROUP),--group $(GROUP),) $(ARGS)
+
+sweep: $(VENV)/.installed ## Create the W&B sweep experiments/sweeps/SWEEP.yaml (prints its ID)
+	$(BIN)/wandb sweep experiments/sweeps/$(SWEEP).yaml
+
+agent: $(VENV)/.installed ## Run a W&B sweep agent for ID (one per GPU)
+	$(BIN)/wandb agent $(ID)
+
+sweep-local: $(VENV)/.installed ## Run experiments/sweeps/SWEEP.yaml without W&B (ARGS: --parallel N, --slurm, ...)
+	$(BIN)/zoe-lightning sweep-local experiments/sweeps/$(SWEEP).yaml $(ARGS)
+
+slurm: $(VENV)/.installed ## Write and submit an sbatch script for EXP on NODES x GPUS (DRY_RUN=1 prints it)
+	$(BIN)/zoe-lightning slurm $(EXP) --nodes $(NODES) --gpus $(GPUS) $(if $(DRY_RUN),--dry-run,) $(ARGS)
+
+bench: $(VENV)/.installed ## Benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS chooses rows/devices)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean: ## Remove caches (keeps .venv and runs/)
 	rm -rf .pytest_cache **/__pycache__ *.egg-info

@@ -1,23 +1,37 @@
-"""Command line: ``zoe-lightning train|config|experiments ...`` (also ``python -m zoe_lightning``).
+"""Command line: ``zoe-lightning <command> ...`` (also ``python -m zoe_lightning``).
 
+Commands: train, config, experiments, eval, predict, export, compare, sweep-local, slurm.
 User errors (bad config keys, missing files, ...) print one line and exit with status 2.
+
+Each command other than the first three lives in its own module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; the modules keep heavy imports inside ``run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import List, Optional
 
 from .config import ConfigError, list_experiments, load_config, to_yaml
+from .errors import UserError
 
 for _key, _value in (("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
     os.environ.setdefault(_key, _value)
 
+__all__ = ["main", "UserError", "COMMANDS"]
 
-class UserError(Exception):
-    """An error caused by the user's input: shown as one line, no traceback."""
+# command name -> (module, one-line help)
+COMMANDS = {
+    "eval": ("zoe_lightning.evaluate", "evaluate a checkpoint with the paper's protocol"),
+    "predict": ("zoe_lightning.predict", "turn images into metric depth maps"),
+    "export": ("zoe_lightning.export", "export a checkpoint to ONNX"),
+    "compare": ("zoe_lightning.compare", "compare runs: table and plots"),
+    "sweep-local": ("zoe_lightning.sweeps", "run a sweep file without W&B (local devices or SLURM array)"),
+    "slurm": ("zoe_lightning.slurm", "write (and submit) an sbatch script for an experiment"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
 
     sub.add_parser("experiments", help="list the experiment files")
+
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
     return parser
 
 
@@ -43,6 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "experiments":
             print("\n".join(list_experiments()))
             return 0
+        if hasattr(args, "_run"):
+            return int(args._run(args) or 0)
         cfg = load_config(args.experiment, args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
