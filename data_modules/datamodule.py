@@ -1,23 +1,102 @@
-"""``DepthDataModule``: the training mixture and validation sets named in ``cfg.data``.
+"""Lightning data modules: the training mixture and the evaluation sets named in ``cfg.data``.
 
-Every dataset returns the project's sample dict; a ``domain_label`` (index of the sample's domain
-among the model's heads) is added here so the model and the router can use it.
+One implementation, :class:`DepthDataModule`; :class:`MetricDataModule` (stage 2: NYU, KITTI or
+both, plus any evaluation sets) and :class:`RelativeDataModule` (stage 1: a mixture of up to 12
+sets) only change how ``data.source=synthetic`` replaces real entries. Every list accepts
+synthetic, real and custom (``folder``) datasets side by side.
+
+* Real (file) datasets get the albumentations transform of ``data_modules/transforms.py`` in the
+  loader workers (train: the original's augmentation; eval: crops + resize policy); synthetic
+  sets are rendered at ``data.image_size`` and augmented on the device by the module.
+* ``data.batching``: ``mixed`` (samples of all datasets in one batch; needs one image size),
+  ``per_dataset`` (every batch from one dataset, the original's single-domain NK batches) or
+  ``auto`` (``mixed`` when the transforms force one training size, else ``per_dataset``).
+* Training order: a pure function of (seed, epoch, rank), reshuffled every epoch via
+  ``set_epoch``; ranks draw disjoint samples. Evaluation: each set sharded over the ranks
+  without padding or duplication, batches never cross a dataset boundary.
+* A ``domain_label`` (index of the sample's domain among the model's heads, -1 if none) and an
+  ``augmented`` flag (True when the loader already applied flip + colour jitter) are added.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from .collate import collate_samples
 from .datasets import build_dataset
-from .mixing import WeightedMixtureSampler
+from .mixing import MixtureBatchSampler, ShardedEvalBatchSampler, WeightedMixtureSampler
+from .transforms import build_transform
+
+__all__ = ["DepthDataModule", "MetricDataModule", "RelativeDataModule", "synthetic_counterpart",
+           "dataset_domain", "build_datamodule"]
+
+OUTDOOR_SETS = {"kitti", "kitti_relative", "vkitti2", "ddad", "diml_outdoor", "diode_outdoor", "apolloscape",
+                "megadepth"}
+TRANSFORM_KEYS = ("image_size", "resize", "augment", "random_crop", "rotate_degrees", "depth_interpolation")
+
+
+def _is_synthetic(name: str) -> bool:
+    return name.startswith("synthetic")
+
+
+def _reader_classes() -> Dict[str, type]:
+    """Registry name -> reader class, for the class attributes (no dataset is built)."""
+    classes: Dict[str, type] = {}
+    try:
+        from .datasets.kitti import KittiDataset
+        from .datasets.nyu import NYUDataset
+        from .datasets.relative_sets import RELATIVE_READERS
+        from .datasets.zero_shot import ZERO_SHOT_READERS
+
+        classes.update({"nyu": NYUDataset, "nyu_relative": NYUDataset, "kitti": KittiDataset,
+                        "kitti_relative": KittiDataset, **ZERO_SHOT_READERS, **RELATIVE_READERS})
+    except ImportError:  # pragma: no cover - readers missing: fall back on the name list
+        pass
+    return classes
+
+
+def dataset_domain(name: str, domain: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> str:
+    """The domain ("nyu" indoor / "kitti" outdoor) of a dataset entry: the entry's ``domain``,
+    else its ``options.domain``, else the domain its reader class declares (indoor if unknown)."""
+    if domain:
+        return str(domain)
+    if options and options.get("domain"):
+        return str(options["domain"])
+    cls = _reader_classes().get(name)
+    if cls is not None and getattr(cls, "domain", None):
+        return str(cls.domain)
+    return "kitti" if name in OUTDOOR_SETS else "nyu"
+
+
+def synthetic_counterpart(name: str, options: Dict[str, Any], domain: Optional[str], position: int,
+                          relative: bool) -> Tuple[str, Dict[str, Any]]:
+    """(name, options) of the synthetic dataset that replaces an entry under ``data.source=synthetic``.
+
+    Metric stage: domain ``nyu`` -> ``synthetic_indoor``, ``kitti`` -> ``synthetic_outdoor``.
+    Relative stage: the entry at ``position`` -> ``synthetic_style<position>`` (outdoor scenes
+    for outdoor sets). Synthetic entries stay as they are; of the options only ``length`` and
+    ``seed`` carry over (a real reader's ``root`` etc. mean nothing to the generator).
+    """
+    if _is_synthetic(name):
+        return name, dict(options)
+    kept = {k: options[k] for k in ("length", "seed") if k in options}
+    dom = dataset_domain(name, domain, options)
+    if relative:
+        if dom == "kitti":
+            kept["domain"] = "kitti"
+        return f"synthetic_style{position}", kept
+    return ("synthetic_outdoor" if dom == "kitti" else "synthetic_indoor"), kept
 
 
 class _WithDomainLabel(Dataset):
-    def __init__(self, dataset: Dataset, domains: Sequence[str], override: Optional[str]) -> None:
-        self.dataset, self.domains, self.override = dataset, list(domains), override
+    def __init__(self, dataset: Dataset, domains: Sequence[str], override: Optional[str],
+                 augmented: bool = False) -> None:
+        self.dataset, self.domains, self.override, self.augmented = dataset, list(domains), override, augmented
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -28,50 +107,184 @@ class _WithDomainLabel(Dataset):
             sample["domain"] = self.override
         domain = sample.get("domain")
         sample["domain_label"] = self.domains.index(domain) if domain in self.domains else -1
+        sample["augmented"] = self.augmented
         return sample
 
 
+def _cfg(data_cfg: Any, key: str, default: Any) -> Any:
+    value = data_cfg.get(key, default) if hasattr(data_cfg, "get") else getattr(data_cfg, key, default)
+    return default if value is None and default is not None else value
+
+
+def _plain(value: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
 class DepthDataModule(L.LightningDataModule):
+    """``data_cfg`` is the run's ``data`` section; ``domains`` are the model's head names."""
+
+    relative = False  # how data.source=synthetic replaces real entries (see synthetic_counterpart)
+
     def __init__(self, data_cfg, domains: Sequence[str]) -> None:
         super().__init__()
         self.cfg, self.domains = data_cfg, list(domains)
         self.train_sets: List[Dataset] = []
         self.val_sets: List[Dataset] = []
+        source = _cfg(data_cfg, "source", "real")
+        if source not in ("real", "synthetic"):
+            raise ValueError(f"data.source must be 'real' or 'synthetic', got {source!r}")
+        self.source = source
+
+    # ------------------------------------------------------------------ building
+    def _transform_options(self) -> Dict[str, Any]:
+        opts = {k: _plain(_cfg(self.cfg, k, None)) for k in TRANSFORM_KEYS}
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def resolve_entry(self, entry, position: int) -> Tuple[str, Dict[str, Any]]:
+        """(reader name, options) actually built for a config entry (after ``data.source``)."""
+        name, options = str(entry.name), dict(_plain(entry.options) or {})
+        if self.source == "synthetic":
+            name, options = synthetic_counterpart(name, options, entry.domain, position, self.relative)
+        return name, options
 
     def _build(self, entries, split: str) -> List[Dataset]:
         sets = []
-        for entry in entries:
-            options: Dict = dict(entry.options)
-            if self.cfg.image_size is not None and entry.name.startswith("synthetic"):
-                options.setdefault("image_size", list(self.cfg.image_size))
-            if entry.name.startswith("synthetic"):
-                options.setdefault("seed", self.cfg.seed)
-            sets.append(_WithDomainLabel(build_dataset(entry.name, split, **options), self.domains, entry.domain))
+        for position, entry in enumerate(entries):
+            name, options = self.resolve_entry(entry, position)
+            augmented = False
+            if _is_synthetic(name):
+                if _cfg(self.cfg, "image_size", None) is not None:
+                    options.setdefault("image_size", list(_plain(self.cfg.image_size)))
+                options.setdefault("seed", _cfg(self.cfg, "seed", 43))
+                dataset = build_dataset(name, split, **options)
+            else:
+                dataset = build_dataset(name, split, **options)
+                if hasattr(dataset, "transform") and hasattr(dataset, "load_raw"):
+                    if "transform" not in options:  # an entry's own `transform:` option wins
+                        kind = "train" if split == "train" else "eval"
+                        dataset.transform = build_transform(kind, dataset, **self._transform_options())
+                    augmented = bool(getattr(dataset.transform, "augment", False))
+            sets.append(_WithDomainLabel(dataset, self.domains, entry.domain, augmented))
         return sets
 
     def setup(self, stage: Optional[str] = None) -> None:
         if not self.train_sets and stage in (None, "fit"):
             self.train_sets = self._build(self.cfg.train, "train")
+            self._report(self.train_sets, "train")
         if not self.val_sets:
             self.val_sets = self._build(self.cfg.val, "val")
+            self._report(self.val_sets, "val")
+
+    @staticmethod
+    def _report(sets: Sequence[Dataset], split: str) -> None:
+        """Log once what the readers counted while indexing (skipped files, bad pixels, ...)."""
+        for wrapped in sets:
+            ds = getattr(wrapped, "dataset", wrapped)
+            counters = getattr(ds, "stats", None) or getattr(ds, "counters", None)
+            name = getattr(ds, "name", None) or getattr(ds, "dataset_name", type(ds).__name__)
+            info = f"data: {split} set {name}: {len(ds)} samples"
+            nonzero = {k: v for k, v in dict(counters or {}).items() if v}
+            if nonzero:
+                info += " (" + ", ".join(f"{k}={v}" for k, v in nonzero.items()) + ")"
+            rank_zero_info(info)
+
+    # ------------------------------------------------------------------ loaders
+    def _world(self) -> Tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
 
     def _per_device(self, global_batch: int) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
+        world = self._world()[1]
         if global_batch % world:
             raise ValueError(f"data.batch_size={global_batch} is not divisible by the {world} devices")
         return global_batch // world
 
+    def batching(self) -> str:
+        """``mixed`` or ``per_dataset`` (``auto`` resolved, see the module docstring)."""
+        mode = _cfg(self.cfg, "batching", "auto")
+        if mode not in ("auto", "mixed", "per_dataset"):
+            raise ValueError(f"data.batching must be auto, mixed or per_dataset, got {mode!r}")
+        if mode != "auto":
+            return mode
+        uniform = _cfg(self.cfg, "image_size", None) is not None and _cfg(self.cfg, "resize", "squash") in (
+            "squash", "pad")
+        return "mixed" if uniform else "per_dataset"
+
+    def _loader_kwargs(self) -> Dict[str, Any]:
+        workers = int(_cfg(self.cfg, "num_workers", 0))
+        return dict(num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_samples)
+
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        sampler = WeightedMixtureSampler(
-            [len(d) for d in self.train_sets], [e.weight for e in self.cfg.train], self.cfg.epoch_length,
-            seed=self.cfg.seed, rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-        )
-        return DataLoader(
-            ConcatDataset(self.train_sets), batch_size=self._per_device(self.cfg.batch_size), sampler=sampler,
-            num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0, drop_last=True,
-        )
+        rank, world = self._world()
+        batch = self._per_device(int(self.cfg.batch_size))
+        lengths = [len(d) for d in self.train_sets]
+        weights = [float(e.weight) for e in self.cfg.train]
+        seed, epoch_length = int(_cfg(self.cfg, "seed", 43)), _cfg(self.cfg, "epoch_length", None)
+        if self.batching() == "per_dataset":
+            sampler = MixtureBatchSampler(lengths, weights, batch, epoch_length, seed=seed, rank=rank, world_size=world)
+            return DataLoader(ConcatDataset(self.train_sets), batch_sampler=sampler, **self._loader_kwargs())
+        sampler = WeightedMixtureSampler(lengths, weights, epoch_length, seed=seed, rank=rank, world_size=world)
+        return DataLoader(ConcatDataset(self.train_sets), batch_size=batch, sampler=sampler, drop_last=True,
+                          **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ConcatDataset(self.val_sets), batch_size=self.cfg.val_batch_size, shuffle=False,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+        rank, world = self._world()
+        sampler = ShardedEvalBatchSampler([len(d) for d in self.val_sets], int(self.cfg.val_batch_size), rank, world)
+        return DataLoader(ConcatDataset(self.val_sets), batch_sampler=sampler, **self._loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # ------------------------------------------------------------------ device-side augmentation
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Run the LightningModule's device-side augmentation (synthetic data, seeded by step)
+        only on samples the loader did not augment already: samples with ``augmented`` True
+        (file datasets through the albumentations pipeline) come out unchanged."""
+        trainer = self.trainer
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        hook = getattr(module, "on_after_batch_transfer", None)
+        if hook is None:
+            return batch
+        flags = batch.get("augmented") if isinstance(batch, dict) else None
+        if flags is None or not bool(flags.any()):
+            return hook(batch, dataloader_idx)
+        if bool(flags.all()):
+            return batch
+        keys = [k for k in ("image", "depth", "valid") if k in batch]
+        kept = {k: batch[k].clone() for k in keys}
+        out = hook(batch, dataloader_idx)
+        for k in keys:
+            mask = flags.to(out[k].device).view(-1, *([1] * (out[k].dim() - 1)))
+            out[k] = torch.where(mask, kept[k], out[k])
+        return out
+
+
+class MetricDataModule(DepthDataModule):
+    """Stage 2: NYU, KITTI or both for training, any list of evaluation sets; under
+    ``data.source=synthetic`` indoor entries become ``synthetic_indoor``, outdoor ones
+    ``synthetic_outdoor``."""
+
+    relative = False
+
+
+class RelativeDataModule(DepthDataModule):
+    """Stage 1: a weighted mixture of relative sets; under ``data.source=synthetic`` the entry at
+    position k becomes ``synthetic_style<k>``."""
+
+    relative = True
+
+
+def build_datamodule(cfg) -> DepthDataModule:
+    """The data module of a run config: relative for ``stage: relative``, metric otherwise."""
+    cls = RelativeDataModule if cfg.stage == "relative" else MetricDataModule
+    return cls(cfg.data, [b.name for b in cfg.model.bins])
+

@@ -126,7 +126,11 @@ class ModelConfig:
     bins: List[BinConfig] = field(default_factory=lambda: [BinConfig(name="nyu")])
     faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
-    grad_checkpointing: bool = False
+    # speed switches (benchmarks/RESULTS.md); none changes the function computed (within 1e-4)
+    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
+    fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
+    channels_last: bool = False  # NHWC weights and inputs for the convolutions
+    compile: bool = False  # torch.compile the model's forward (first steps compile)
 
 
 @dataclass
@@ -154,6 +158,12 @@ class DataConfig:
     image_size: Optional[List[int]] = None  # loader-side resize (None = native size)
     augment: bool = True
     seed: int = 43
+    source: str = "real"  # real | synthetic (each entry replaced by its synthetic counterpart)
+    resize: str = "squash"  # squash | keep_aspect | pad | none (file datasets, to image_size)
+    depth_interpolation: str = "auto"  # auto (nearest if sparse, else masked) | nearest | masked
+    random_crop: Optional[List[int]] = None  # [h, w] training crop before the resize (file datasets)
+    rotate_degrees: float = 1.0  # training rotation range +-deg (file datasets; 0 = off)
+    batching: str = "auto"  # auto | mixed | per_dataset (every training batch from one dataset)
 
 
 @dataclass
@@ -197,9 +207,10 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     gradient_clip_val: float = 0.1
-    val_check_interval: float = 0.25
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    # Lightning's convention: an int counts batches, a float is a fraction (so 1 = one batch, 1.0 = all)
+    val_check_interval: Any = 0.25
+    limit_train_batches: Optional[Any] = None
+    limit_val_batches: Optional[Any] = None
     log_every_n_steps: int = 50
     deterministic: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -253,6 +264,10 @@ CHOICES: Dict[str, Sequence[str]] = {
     "model.router.type": ("labeled", "trained", "auto"),
     "model.router.train_route": ("label", "predicted"),
     "loss.ssi_alignment": ("lstsq", "trimmed"),
+    "data.source": ("real", "synthetic"),
+    "data.resize": ("squash", "keep_aspect", "pad", "none"),
+    "data.depth_interpolation": ("auto", "nearest", "masked"),
+    "data.batching": ("auto", "mixed", "per_dataset"),
 }
 
 

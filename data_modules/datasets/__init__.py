@@ -11,9 +11,16 @@ from typing import Any, Callable, Dict
 
 from torch.utils.data import Dataset
 
+from zoe_lightning.errors import UserError
+
+from .base import FileDepthDataset
+from .folder import FolderDataset
+from .kitti import KittiDataset
+from .nyu import NYUDataset
 from .synthetic import SyntheticDepthDataset
 
-__all__ = ["DATASETS", "build_dataset", "SyntheticDepthDataset"]
+__all__ = ["DATASETS", "build_dataset", "SyntheticDepthDataset", "FileDepthDataset", "NYUDataset", "KittiDataset",
+           "FolderDataset"]
 
 
 def _synthetic(fixed: Dict[str, Any], defaults: Dict[str, Any]) -> Callable[..., Dataset]:
@@ -36,6 +43,36 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
     "synthetic_outdoor": _synthetic({"domain": "kitti", "depth_kind": "metric"}, {}),
     "synthetic_relative": _synthetic({"depth_kind": "disparity"}, {"domain": "nyu"}),
 }
+
+
+def _reader(cls: type, **defaults: Any) -> Callable[..., Dataset]:
+    """A builder for a file reader class; an unknown option raises one clear line."""
+
+    def build(split: str, **options: Any) -> Dataset:
+        try:
+            return cls(split=split, **{**defaults, **options})
+        except TypeError as exc:
+            if "unexpected keyword argument" in str(exc):
+                bad = str(exc).split("argument")[-1].strip()
+                raise UserError(f"dataset {defaults.get('dataset_name', cls.name)!r}: unknown option {bad}") from None
+            raise
+
+    return build
+
+
+DATASETS.update({  # file readers (R1): NYU, KITTI, generic folder
+    "nyu": _reader(NYUDataset),
+    "kitti": _reader(KittiDataset),
+    "folder": _reader(FolderDataset),
+    "nyu_relative": _reader(NYUDataset, dataset_name="nyu_relative"),
+    "kitti_relative": _reader(KittiDataset, dataset_name="kitti_relative"),
+})
+
+# zero-shot evaluation sets and the relative-pretraining (M12) sets (R2)
+from .relative_sets import RELATIVE_READERS  # noqa: E402
+from .zero_shot import ZERO_SHOT_READERS  # noqa: E402
+
+DATASETS.update({name: _reader(cls) for name, cls in {**ZERO_SHOT_READERS, **RELATIVE_READERS}.items()})
 
 
 def build_dataset(name: str, split: str, **options: Any) -> Dataset:
