@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import UserError
 from ..models import build_model
 
 
@@ -23,21 +24,16 @@ def git_commit() -> str:
 
 
 def load_core_state(path: str) -> Dict[str, torch.Tensor]:
-    """The DPT-core weights of a stage-1 (or stage-2) checkpoint, keys relative to ``core``."""
+    """The DPT-core weights (keys relative to ``core``) of any checkpoint ``load_model`` reads: a stage-1 or
+    stage-2 run of this project, a released ZoeDepth file, a MiDaS v3.1 DPT file or HF transformers weights."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"model.core_checkpoint: no such file: {path}")
+    from ..models.checkpoints import core_state_from_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled code, corrupt file
-        raise ValueError(f"model.core_checkpoint: cannot load {path} with weights_only=True: {exc}") from None
-    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"model.core_checkpoint: {path} holds no state_dict")
-    for prefix in ("model.core.", "core."):
-        core = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if core:
-            return core
-    raise ValueError(f"model.core_checkpoint: {path} has no 'model.core.*' or 'core.*' keys")
+        return core_state_from_file(path)
+    except UserError as exc:
+        raise UserError(f"model.core_checkpoint: {exc}") from None
 
 
 class DepthModule(L.LightningModule):

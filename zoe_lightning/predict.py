@@ -1,0 +1,309 @@
+"""Turn images into metric depth maps.
+
+Per image: 16-bit PNG of depth x 256 (the KITTI / NYU-toolbox convention), ``.npy`` float32
+metres, a colourised PNG and optionally a coloured ``.ply`` point cloud. Defaults follow the
+original ZoeDepth's ``infer_pil``: reflect padding, flip test-time augmentation and bicubic
+upsampling to the input size. Images of different sizes can share a batch; unreadable files are
+reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import UserError
+from .evaluate import add_model_override_argument
+
+__all__ = [
+    "add_arguments",
+    "run",
+    "IMAGE_EXTENSIONS",
+    "collect_inputs",
+    "pad_amount",
+    "predict_images",
+    "encode_png16",
+    "write_outputs",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+OUTPUT_KINDS = ("png16", "npy", "color", "ply")
+PNG16_SCALE = 256.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> List[Tuple[Path, str]]:
+    """``[(file, output stem)]`` for files and folders (folders: image extensions, sorted; the stem
+    keeps the sub-folder so names stay unique)."""
+    items: List[Tuple[Path, str]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            items += [(f, str(f.relative_to(p).with_suffix(""))) for f in files]
+        elif p.is_file():
+            items.append((p, p.stem))
+        else:
+            raise FileNotFoundError(f"--input: no such file or folder: {raw}")
+    seen: Dict[str, int] = {}
+    unique = []
+    for path, stem in items:  # the same stem twice (a.png and a.jpg, or two folders): suffix it
+        k = seen.get(stem, 0)
+        seen[stem] = k + 1
+        unique.append((path, stem if k == 0 else f"{stem}_{k}"))
+    return unique
+
+
+def read_image(path: Path):
+    """``(3, H, W)`` float32 tensor in [0, 1] (RGB). Raises on unreadable files."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------
+
+
+def pad_amount(height: int, width: int) -> Tuple[int, int]:
+    """The original ``infer``'s reflect padding: ``int(sqrt(H/2) * 3)`` rows and
+    ``int(sqrt(W/2) * 3)`` columns on each side."""
+    return int(math.sqrt(height / 2) * 3), int(math.sqrt(width / 2) * 3)
+
+
+def _network_input_size(model, height: int, width: int) -> Tuple[int, int]:
+    prep = getattr(model, "prep", None)
+    if prep is None or not getattr(prep, "resize", True):
+        return height, width
+    from .models.zoedepth import network_size
+
+    return network_size(height, width, prep.img_size, bool(prep.keep_aspect))
+
+
+def predict_images(
+    model,
+    images: Sequence[Any],
+    *,
+    flip: bool = True,
+    pad: bool = True,
+    upsample: str = "bicubic",
+    domain: Optional[int] = None,
+    device: str = "cpu",
+) -> List[Any]:
+    """Metric depth ``(H_i, W_i)`` float32 CPU tensors for images ``(3, H_i, W_i)`` in [0, 1].
+
+    Each image is (optionally) reflect-padded, resized to its network size the way the model's
+    own preprocessing would, grouped with others of the same network size, run (with flip TTA),
+    upsampled back to the padded size and un-padded.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .evaluate import _model_predict, flip_tta
+
+    predict = _model_predict(model, domain)
+    prepared = []
+    for img in images:
+        x = img.to(device).float()[None]
+        h, w = x.shape[-2:]
+        ph, pw = pad_amount(h, w) if pad else (0, 0)
+        if ph or pw:
+            if ph >= h or pw >= w:  # reflect needs the pad smaller than the image
+                ph, pw = min(ph, h - 1), min(pw, w - 1)
+            x = F.pad(x, (pw, pw, ph, ph), mode="reflect")
+        size = _network_input_size(model, x.shape[-2], x.shape[-1])
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        prepared.append((x, (h, w), (ph, pw)))
+    groups: Dict[Tuple[int, int], List[int]] = {}
+    for i, (x, _, _) in enumerate(prepared):
+        groups.setdefault(tuple(x.shape[-2:]), []).append(i)
+    results: List[Any] = [None] * len(prepared)
+    with torch.no_grad():
+        for idx in groups.values():
+            batch = torch.cat([prepared[i][0] for i in idx])
+            pred = flip_tta(lambda t: predict(t)[0], batch, flip)
+            for j, i in enumerate(idx):
+                _, (h, w), (ph, pw) = prepared[i]
+                p = pred[j: j + 1].float()
+                full = (h + 2 * ph, w + 2 * pw)
+                if tuple(p.shape[-2:]) != full:
+                    kwargs = {} if upsample == "nearest" else {"align_corners": False}
+                    p = F.interpolate(p, size=full, mode=upsample, **kwargs)
+                results[i] = p[0, 0, ph: ph + h, pw: pw + w].cpu().contiguous()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def encode_png16(depth) -> Any:
+    """uint16 array of ``round(depth * 256)`` clipped to [0, 65535]; NaN / negative -> 0."""
+    import numpy as np
+
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0, posinf=65535 / PNG16_SCALE, neginf=0.0)
+    return np.clip(np.round(d * PNG16_SCALE), 0, 65535).astype(np.uint16)
+
+
+def write_outputs(
+    depth,
+    image,
+    out_dir: Path,
+    stem: str,
+    kinds: Sequence[str],
+    *,
+    intrinsics: Optional[Sequence[float]] = None,
+    fov: float = 55.0,
+    cmap: str = "magma_r",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    ply_stride: int = 1,
+) -> List[Path]:
+    """Write the requested files for one image; returns their paths."""
+    import numpy as np
+    from PIL import Image
+
+    from .pointcloud import backproject, default_intrinsics, write_ply
+    from .viz import colorize, image_to_uint8, save_png
+
+    d = np.asarray(depth.numpy() if hasattr(depth, "numpy") else depth, dtype=np.float32)
+    base = out_dir / stem
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    if "png16" in kinds:
+        path = base.with_name(base.name + "_depth.png")
+        Image.fromarray(encode_png16(d)).save(path, format="PNG")
+        written.append(path)
+    if "npy" in kinds:
+        path = base.with_name(base.name + "_depth.npy")
+        np.save(path, d)
+        written.append(path)
+    if "color" in kinds:
+        finite = d[np.isfinite(d)]
+        lo = float(finite.min()) if vmin is None and finite.size else (vmin or 0.0)
+        hi = float(finite.max()) if vmax is None and finite.size else (vmax or 1.0)
+        written.append(save_png(colorize(d, lo, hi, cmap=cmap), base.with_name(base.name + "_color.png")))
+    if "ply" in kinds:
+        k = intrinsics if intrinsics is not None else default_intrinsics(d.shape[0], d.shape[1], fov)
+        points, colors = backproject(d, k, image_to_uint8(image), stride=ply_stride)
+        written.append(write_ply(base.with_name(base.name + ".ply"), points, colors))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoint: own .ckpt, released ZoeDepth .pt, HF folder, ...")
+    parser.add_argument("--preset", default=None, help="preset of imported weights (zoed_m12_n, zoed_m12_k, ...)")
+    add_model_override_argument(parser)
+    parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
+    parser.add_argument("--save", default="png16,color",
+                        help=f"comma-separated outputs among {', '.join(OUTPUT_KINDS)} (default: png16,color)")
+    parser.add_argument("--no-flip", action="store_true", help="turn off flip test-time augmentation")
+    parser.add_argument("--no-pad", action="store_true", help="turn off the original's reflect padding")
+    aspect = parser.add_mutually_exclusive_group()
+    aspect.add_argument("--keep-aspect", action="store_true",
+                        help="resize to the network size keeping the aspect ratio (MiDaS rule)")
+    aspect.add_argument("--squash", action="store_true", help="resize to exactly the network size")
+    parser.add_argument("--upsample", default="bicubic", choices=("bicubic", "bilinear", "nearest"),
+                        help="upsampling of the prediction to the input size (original: bicubic)")
+    parser.add_argument("--domain", default=None, help="head name for models with a labeled router")
+    parser.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
+                        help="camera intrinsics in pixels of the input image, for the point cloud")
+    parser.add_argument("--fov", type=float, default=55.0,
+                        help="horizontal field of view (degrees) used without --intrinsics (default 55)")
+    parser.add_argument("--ply-stride", type=int, default=1, help="keep every n-th row/column in the point cloud")
+    parser.add_argument("--cmap", default="magma_r", help="matplotlib colour map of the colourised PNG")
+    parser.add_argument("--vmin", type=float, default=None, help="colour range (default: per-image min)")
+    parser.add_argument("--vmax", type=float, default=None, help="colour range (default: per-image max)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluate import load_checkpoint_model
+    from .pointcloud import parse_intrinsics
+
+    kinds = [k.strip() for k in args.save.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad or not kinds:
+        raise UserError(f"--save: unknown output(s) {bad or kinds}; choose among {', '.join(OUTPUT_KINDS)}")
+    intrinsics = None
+    if args.intrinsics:
+        try:
+            intrinsics = parse_intrinsics(args.intrinsics)
+        except ValueError as exc:
+            raise UserError(f"--intrinsics: {exc}") from None
+    if args.batch_size < 1 or args.ply_stride < 1:
+        raise UserError("--batch-size and --ply-stride must be >= 1")
+    items = collect_inputs(args.input, args.recursive)
+    if not items:
+        raise UserError(f"--input: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.input)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
+    model = model.to(device)
+    prep = getattr(model, "prep", None)
+    if prep is not None and (args.keep_aspect or args.squash):
+        prep.keep_aspect = bool(args.keep_aspect)
+    heads = list(getattr(model, "domains", []) or [])
+    label = None
+    if args.domain is not None:
+        if args.domain not in heads:
+            raise UserError(f"--domain {args.domain!r} is not a head of this model (heads: {', '.join(heads)})")
+        label = heads.index(args.domain)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from rich.progress import Progress
+
+    skipped: List[Tuple[Path, str]] = []
+    written = 0
+    with Progress(disable=len(items) < 2, transient=False) as bar:
+        task = bar.add_task("predict", total=len(items))
+        for start in range(0, len(items), args.batch_size):
+            chunk = items[start: start + args.batch_size]
+            images, ok = [], []
+            for path, stem in chunk:
+                try:
+                    images.append(read_image(path))
+                    ok.append((path, stem))
+                except Exception as exc:  # unreadable / not an image: report, skip, go on
+                    skipped.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                    bar.console.print(f"[yellow]skipped[/] {path}: {skipped[-1][1]}")
+            if images:
+                depths = predict_images(model, images, flip=not args.no_flip, pad=not args.no_pad,
+                                        upsample=args.upsample, domain=label, device=device)
+                for (path, stem), image, depth in zip(ok, images, depths):
+                    write_outputs(depth, image, out_dir, stem, kinds, intrinsics=intrinsics, fov=args.fov,
+                                  cmap=args.cmap, vmin=args.vmin, vmax=args.vmax, ply_stride=args.ply_stride)
+                    written += 1
+            bar.advance(task, len(chunk))
+    print(f"{written} image(s) -> {out_dir} ({', '.join(kinds)})" + (f"; {len(skipped)} skipped" if skipped else ""))
+    for path, why in skipped:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
+    if written == 0:
+        raise UserError(f"none of the {len(items)} input file(s) could be read")
+    return 0
