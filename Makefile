@@ -69,10 +69,10 @@ compare: $(VENV)/.installed ## Compare RUNS="dir ..." or GROUP=name: table + plo
 	$(BIN)/zoe-lightning compare $(RUNS) $(if $(GROUP),--group $(GROUP),) $(ARGS)
 
 sweep: $(VENV)/.installed ## Create the W&B sweep experiments/sweeps/SWEEP.yaml (prints its ID)
-	$(BIN)/wandb sweep experiments/sweeps/$(SWEEP).yaml
+	WANDB_MODE=online $(BIN)/wandb sweep experiments/sweeps/$(SWEEP).yaml
 
 agent: $(VENV)/.installed ## Run a W&B sweep agent for ID (one per GPU)
-	$(BIN)/wandb agent $(ID)
+	WANDB_MODE=online PATH="$(abspath $(BIN)):$$PATH" $(BIN)/wandb agent $(ID)
 
 sweep-local: $(VENV)/.installed ## Run experiments/sweeps/SWEEP.yaml without W&B (ARGS: --parallel N, --slurm, ...)
 	$(BIN)/zoe-lightning sweep-local experiments/sweeps/$(SWEEP).yaml $(ARGS)

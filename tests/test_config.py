@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoe_lightning import ConfigError, load_config
+from zoe_lightning import ConfigError, cli, load_config
 from zoe_lightning.config import list_experiments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +92,19 @@ def test_cli_config_prints_resolved_and_errors_are_one_line():
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "optim.lrr" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_overrides_after_options_join_the_overrides(monkeypatch):
+    import zoe_lightning.train as train_mod
+
+    seen = {}
+
+    def fake_train(cfg, resume=None):
+        seen["seed"], seen["lr"], seen["resume"] = cfg.seed, cfg.optim.lr, resume
+        return {}
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    assert cli.main(["train", "quickstart", "seed=5", "--resume", "x.ckpt", "optim.lr=0.125"]) == 0
+    assert seen == {"seed": 5, "lr": 0.125, "resume": "x.ckpt"}
+    with pytest.raises(SystemExit):
+        cli.main(["train", "quickstart", "--resume", "x.ckpt", "--bogus"])

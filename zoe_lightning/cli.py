@@ -1,6 +1,6 @@
 """Command line: ``zoe-lightning <command> ...`` (also ``python -m zoe_lightning``).
 
-Commands: train, config, experiments, eval, predict, export, compare, sweep-local, slurm.
+Commands: train, config, experiments, eval, predict, export, compare, sweep-local, sweep-run, slurm.
 User errors (bad config keys, missing files, ...) print one line and exit with status 2.
 
 Each command other than the first three lives in its own module exposing
@@ -30,6 +30,7 @@ COMMANDS = {
     "export": ("zoe_lightning.export", "export a checkpoint to ONNX"),
     "compare": ("zoe_lightning.compare", "compare runs: table and plots"),
     "sweep-local": ("zoe_lightning.sweeps", "run a sweep file without W&B (local devices or SLURM array)"),
+    "sweep-run": ("zoe_lightning.sweep_run", "one run of a sweep (the program a sweep file's command runs)"),
     "slurm": ("zoe_lightning.slurm", "write (and submit) an sbatch script for an experiment"),
 }
 
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an experiment")
     p.add_argument("experiment", help="experiment name (experiments/NAME.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides (OmegaConf dot-list)")
-    p.add_argument("--resume", default=None, help="Lightning checkpoint (last.ckpt) to resume from")
+    p.add_argument("--resume", default=None, help="Lightning checkpoint (last.ckpt) to resume from, or 'auto': "
+                   "the newest last.ckpt of this experiment (of this SLURM job's run under `slurm`), if any")
 
     p = sub.add_parser("config", help="print the fully resolved config of an experiment")
     p.add_argument("experiment")
@@ -63,7 +65,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a ``nargs="*"`` positional at the first option: key=value overrides
+    # given after options (``eval EXP --ckpt X a=b``) come back here and join the others.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "experiments":
             print("\n".join(list_experiments()))

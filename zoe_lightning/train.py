@@ -29,7 +29,20 @@ def wandb_mode(cfg: DictConfig) -> str:
     return "online" if logged_in else "offline"
 
 
+RUN_ID_ENV = "ZOE_RUN_ID"  # fixed run-directory name: the sbatch script sets slurm-<job id>
+
+
+def _global_rank() -> int:
+    """This process's rank as the launcher set it in the environment (0 outside DDP)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 def _run_dir(cfg: DictConfig) -> Path:
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:  # stable across DDP ranks and SLURM requeues
+        return Path(cfg.output_dir) / cfg.name / run_id
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(cfg.output_dir) / cfg.name / stamp
     suffix = 1
@@ -37,6 +50,52 @@ def _run_dir(cfg: DictConfig) -> Path:
         path = Path(cfg.output_dir) / cfg.name / f"{stamp}-{suffix}"
         suffix += 1
     return path
+
+
+def find_last_checkpoint(cfg: DictConfig) -> Optional[Path]:
+    """``--resume auto``: the newest ``last.ckpt`` / ``hpc_ckpt_<n>.ckpt`` of this run's fixed
+    directory when ``ZOE_RUN_ID`` is set (a requeued SLURM job), else the newest
+    ``<output_dir>/<name>/*/checkpoints/last.ckpt``; None when there is none (the run starts from scratch)."""
+    if os.environ.get(RUN_ID_ENV):  # also Lightning's SIGUSR1 checkpoint (hpc_ckpt_<n>.ckpt) of a requeue
+        run_dir = _run_dir(cfg)
+        found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+        return max(found, key=lambda p: (p.stat().st_mtime, str(p))) if found else None
+    found = [p for p in (Path(cfg.output_dir) / cfg.name).glob("*/checkpoints/last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p))) if found else None
+
+
+def _device_count(t) -> int:
+    """Processes per node that ``trainer.devices`` asks for (``auto``/-1: every visible GPU, else 1)."""
+    devices = t.devices
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        gpu = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        return max(1, torch.cuda.device_count()) if gpu else 1
+    if "," in text:  # "0,1": device indices
+        return len([d for d in text.split(",") if d.strip()])
+    return int(text)
+
+
+def heads_can_skip_batches(cfg: DictConfig) -> bool:
+    """True when a training batch may leave a whole metric head without images (several heads,
+    hard routing): DDP then has to look for parameters without gradients."""
+    if cfg.stage != "metric" or len(cfg.model.bins) < 2:
+        return False
+    return cfg.model.router.type in ("labeled", "trained")  # the auto router mixes every head
+
+
+def resolve_strategy(cfg: DictConfig) -> str:
+    """``trainer.strategy``, with DDP's unused-parameter detection switched on for multi-process
+    runs of multi-head models whose heads skip batches (``auto``/``ddp`` only; explicit choices
+    such as ``ddp_find_unused_parameters_false`` or ``deepspeed`` are kept)."""
+    t = cfg.trainer
+    strategy = str(t.strategy)
+    world = _device_count(t) * int(t.num_nodes)
+    if strategy in ("auto", "ddp") and world > 1 and heads_can_skip_batches(cfg):
+        return "ddp_find_unused_parameters_true"
+    return strategy
 
 
 def _module_class(cfg: DictConfig):
@@ -86,7 +145,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
     t = cfg.trainer
     kwargs: Dict[str, Any] = dict(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val,
+        num_nodes=t.num_nodes, strategy=resolve_strategy(cfg), precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
         val_check_interval=t.val_check_interval, log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic, default_root_dir=str(run_dir), logger=loggers or False,
         callbacks=callbacks, use_distributed_sampler=False, enable_progress_bar=True,
@@ -161,29 +221,84 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt)
     return metrics
 
 
+def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, float], baseline: Dict[str, float],
+                   ckpt, resume: Optional[str]) -> None:
+    """``<run>/summary.json``: final and best validation metrics and the run's identity, read by
+    ``zoe-lightning compare`` and the sweep launcher (rank 0 only)."""
+    import json
+
+    from .compare import best_point, read_csv_log, validation_points
+
+    monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
+    csv_path = run_dir / "csv" / "metrics.csv"
+    points = validation_points(read_csv_log(csv_path)) if csv_path.is_file() else []
+    best = best_point(points, monitor) or {}
+    import wandb
+
+    summary = {
+        "experiment": cfg.name, "group": cfg.group or cfg.name, "tags": list(cfg.tags), "seed": int(cfg.seed),
+        "stage": cfg.stage, "domains": [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [],
+        "project": cfg.logger.project, "run_dir": str(run_dir), "status": "finished", "resumed_from": resume,
+        "global_step": int(trainer.global_step), "monitor": monitor,
+        "final": metrics, "best": {k: v for k, v in best.items() if k.startswith("val/")},
+        "best_step": best.get("step"), "baseline_rel": baseline,
+        "checkpoints": {"best": ckpt.best_model_path or None, "last": ckpt.last_model_path or None},
+        "wandb_run_id": wandb.run.id if wandb.run is not None else None,
+        "wall_time_s": round(time.time() - (run_dir / "config.yaml").stat().st_mtime, 1),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
 def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Optional[List[Any]] = None) -> Dict[str, Any]:
     """Train the experiment ``cfg``; returns the final validation metrics, baseline and paths."""
     import lightning as L
 
-    from data_modules.datamodule import DepthDataModule
+    from data_modules.datamodule import build_datamodule
 
     # Known, harmless notices: augmentation deliberately lives in the module (seeded by step), and
     # Lightning's own pytree deprecation is not the user's to fix.
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    run_dir: Optional[Path] = None
+    if resume == "auto":  # resume the newest run of this experiment, in its own directory
+        found = find_last_checkpoint(cfg)
+        resume = str(found) if found is not None else None
+        if found is not None:
+            run_dir = found.parent.parent if found.parent.name == "checkpoints" else found.parent
+        if _global_rank() == 0:
+            print(f"--resume auto: {'resuming from ' + resume if resume else 'no checkpoint found, starting fresh'}")
     if resume and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = _run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    run_dir = run_dir or _run_dir(cfg)
+    if _global_rank() == 0:  # DDP: only rank 0 owns the run directory
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     module = _module_class(cfg)(cfg)
-    datamodule = DepthDataModule(cfg.data, [b.name for b in cfg.model.bins])
+    datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    baseline = constant_baseline(datamodule, cfg.model.bins) if cfg.stage == "metric" else {}
+    # Processes that Lightning's DDP launcher starts during fit re-run this command: they find the
+    # run directory (and --resume auto its checkpoint) through the environment.
+    previous_id = os.environ.get(RUN_ID_ENV)
+    if run_dir.parent == Path(cfg.output_dir) / cfg.name:
+        os.environ[RUN_ID_ENV] = run_dir.name
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        if previous_id is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous_id
     ckpt = trainer.checkpoint_callback
-    metrics = _print_report(cfg, trainer, run_dir, baseline, ckpt)
+    # every rank: the baseline's metric syncs over processes; the report is printed by rank 0
+    baseline = constant_baseline(datamodule, cfg.model.bins) if cfg.stage == "metric" else {}
+    if trainer.is_global_zero:
+        metrics = _print_report(cfg, trainer, run_dir, baseline, ckpt)
+    else:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if trainer.is_global_zero:
+        _write_summary(cfg, trainer, run_dir, metrics, baseline, ckpt, resume)
     import wandb
 
     if wandb.run is not None:  # close the run so a follow-up or a second train() starts its own

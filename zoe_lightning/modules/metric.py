@@ -77,7 +77,10 @@ class MetricDepthModule(DepthModule):
     def on_validation_epoch_end(self) -> None:
         results = {}
         for name, metric in self.val_metrics.items():
-            if metric.update_count == 0:  # domain absent from the validation data
+            # domain absent from the validation data; under DDP every rank computes (the sync is a
+            # collective: a rank whose shard lacks the domain must still take part)
+            world = self._trainer.world_size if self._trainer is not None else 1
+            if metric.update_count == 0 and world == 1:
                 continue
             values = metric.compute()
             metric.reset()

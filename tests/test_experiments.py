@@ -1,0 +1,147 @@
+"""Every experiment file loads, holds what its table row says, and trains one step on synthetic data.
+
+The one-step runs use a tiny backbone and ``data.source=synthetic`` (every dataset entry replaced
+by its synthetic counterpart) so that no experiment can rot unnoticed.
+"""
+
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from zoe_lightning import load_config
+from zoe_lightning.config import experiments_dir, list_experiments
+
+TABLE5 = ["naive_head", "splitter_2", "exponential_attractor_16841", "inverse_attractor_8888",
+          "inverse_attractor_16_2_2_16", "inverse_attractor_14816", "inverse_attractor_16841"]
+TABLE6 = ["router_labeled", "router_trained", "router_auto"]
+MODELS = ["zoed_m12_n", "zoed_m12_k", "zoed_m12_nk", "relative_m12", "zoed_x_n", "zoed_x_k", "zoed_x_nk"]
+M12 = ["hrwsi", "blendedmvs", "redweb", "diml_indoor", "movies_3d", "megadepth", "wsvd", "tartanair",
+       "apolloscape", "irs", "kitti", "nyu"]
+
+# CPU-sized: tiny ViT, small images, one training step and one validation batch (fast_dev_run).
+ONE_STEP = [
+    "model.backbone=test_vit", "model.img_size=[64,64]", "model.features=16", "data.source=synthetic",
+    "data.image_size=[64,64]", "model.head.bin_embedding_dim=16", "model.head.seed_mlp_dim=16",
+    "model.head.projector_mlp_dim=16", "model.router.dim=16", "model.router.n_layers=1", "model.router.n_heads=2",
+    "model.router.ffn_dim=16", "data.num_workers=0", "data.batch_size=2", "data.val_batch_size=2",
+    "trainer.accelerator=cpu", "trainer.devices=1", "trainer.extra={fast_dev_run: 1}", "logger.wandb=false",
+    "callbacks.rich=false", "callbacks.depth_panels_every=0", "callbacks.bin_centers=false",
+    "callbacks.router_stats=false", "followup=null",
+]
+
+
+def test_every_row_of_the_issue_has_its_file():
+    names = set(list_experiments())
+    missing = [n for n in TABLE5 + TABLE6 + MODELS if n not in names]
+    assert not missing, f"experiment files missing: {missing}"
+
+
+def test_files_hold_only_deltas():
+    """Rows of a table extend the row they differ from and do not restate the parent's recipe."""
+    for name in TABLE5[:-1]:
+        raw = OmegaConf.load(experiments_dir() / f"{name}.yaml")
+        assert raw.extends == "inverse_attractor_16841", name
+        assert set(raw.keys()) <= {"extends", "tags", "model"} and set(raw.model.keys()) == {"head"}, name
+    for name in ("router_labeled", "router_auto"):
+        raw = OmegaConf.load(experiments_dir() / f"{name}.yaml")
+        assert raw.extends == "router_trained", name
+    assert OmegaConf.load(experiments_dir() / "inverse_attractor_16841.yaml").extends == "zoed_m12_n"
+    assert OmegaConf.load(experiments_dir() / "router_trained.yaml").extends == "zoed_m12_nk"
+
+
+# (experiment, head type, attractor type, attractor counts) -- paper Table 5
+HEADS = [
+    ("naive_head", "naive", None, None),
+    ("splitter_2", "splitter", None, None),
+    ("exponential_attractor_16841", "metric_bins", "exp", [16, 8, 4, 1]),
+    ("inverse_attractor_8888", "metric_bins", "inv", [8, 8, 8, 8]),
+    ("inverse_attractor_16_2_2_16", "metric_bins", "inv", [16, 2, 2, 16]),
+    ("inverse_attractor_14816", "metric_bins", "inv", [1, 4, 8, 16]),
+    ("inverse_attractor_16841", "metric_bins", "inv", [16, 8, 4, 1]),
+]
+
+
+@pytest.mark.parametrize("name,head,kind,counts", HEADS)
+def test_table5_rows(name, head, kind, counts):
+    cfg = load_config(name)
+    reference = load_config("zoed_m12_n")
+    assert cfg.model.head.type == head
+    if kind is not None:
+        assert cfg.model.head.attractor_type == kind
+        assert list(cfg.model.head.n_attractors) == counts
+    if name == "splitter_2":
+        assert cfg.model.head.split_factor == 2
+        assert cfg.model.bins[0].n_bins % 2 ** 4 == 0  # 4 splits of a whole number of seed bins
+    # everything but the head is ZoeD-M12-N on NYU
+    assert cfg.group == "table5_heads" and name in cfg.tags
+    for key in ("data", "optim", "loss", "trainer"):
+        assert cfg[key] == reference[key], key
+    assert [b.name for b in cfg.model.bins] == ["nyu"] and cfg.model.backbone == reference.model.backbone
+
+
+@pytest.mark.parametrize("name,router", [("router_labeled", "labeled"), ("router_trained", "trained"),
+                                         ("router_auto", "auto")])
+def test_table6_rows(name, router):
+    cfg = load_config(name)
+    nk = load_config("zoed_m12_nk")
+    assert cfg.model.router.type == router
+    assert [b.name for b in cfg.model.bins] == ["nyu", "kitti"]
+    assert [b.max_depth for b in cfg.model.bins] == [10.0, 80.0]
+    assert sorted(d.domain for d in cfg.data.val) == ["kitti", "nyu"]  # Table 6 reports both
+    assert cfg.group == "table6_routers" and name in cfg.tags
+    assert cfg.data.train == nk.data.train and cfg.optim == nk.optim and cfg.model.head == nk.model.head
+    assert cfg.loss.w_domain == (0.0 if router == "auto" else nk.loss.w_domain)
+
+
+def test_relative_m12_is_the_twelve_dataset_mixture():
+    cfg = load_config("relative_m12")
+    assert cfg.stage == "relative"
+    assert sorted(d.name for d in cfg.data.train) == sorted(M12)
+    assert len({d.weight for d in cfg.data.train}) == 1  # sampled equally (MiDaS)
+    assert cfg.optim.lr == pytest.approx(1e-4) and cfg.optim.lr / cfg.optim.encoder_lr_factor == pytest.approx(1e-5)
+    assert cfg.data.batch_size == 16 and cfg.loss.ssi_alignment == "trimmed" and cfg.loss.ssi_trim == 0.2
+
+
+@pytest.mark.parametrize("x,m12", [("zoed_x_n", "zoed_m12_n"), ("zoed_x_k", "zoed_m12_k"),
+                                   ("zoed_x_nk", "zoed_m12_nk")])
+def test_x_variants_differ_only_by_the_missing_relative_pretraining(x, m12):
+    a, b = load_config(x), load_config(m12)
+    assert a.model.core_checkpoint is None
+    assert a.model.bins == b.model.bins and a.model.head == b.model.head and a.data == b.data
+    if x == "zoed_x_nk":  # the decoder is slowed down only when it is pretrained (facts §3.5)
+        assert b.optim.decoder_lr_factor == 10.0 and a.optim.decoder_lr_factor == 1.0
+
+
+def _tiny_lengths(cfg):
+    """Few synthetic samples per entry (keeps the end-of-run baseline pass short) and 16 bins per
+    head (the smallest count the splitter's four 2-way splits allow)."""
+    for b in cfg.model.bins:
+        b.n_bins = 16
+    for entry in list(cfg.data.train) + list(cfg.data.val):
+        entry.options = {**OmegaConf.to_container(entry.options), "length": 2}
+    return cfg
+
+
+_TRAINED = {}  # tiny-scale config (identity fields removed) -> experiment that already ran it
+
+
+def _run_key(cfg) -> str:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("name", "extends", "group", "tags", "notes", "output_dir"):
+        plain.pop(key, None)
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
+@pytest.mark.parametrize("name", [n for n in list_experiments()])
+def test_every_experiment_trains_one_step_on_synthetic_data(name, tmp_path):
+    from zoe_lightning.train import train
+
+    cfg = _tiny_lengths(load_config(name, ONE_STEP + [f"output_dir={tmp_path}"]))
+    key = _run_key(cfg)
+    if key in _TRAINED:  # shares the run of an identical (at tiny scale) experiment, e.g. zoed_x_n = zoed_m12_n
+        pytest.skip(f"same tiny-scale run as '{_TRAINED[key]}', which trained")
+    result = train(cfg)
+    _TRAINED[key] = name
+    key = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
+    assert math.isfinite(result["metrics"][key]), result["metrics"]
