@@ -87,6 +87,44 @@ def exponential_attractor(d: torch.Tensor, alpha: float, gamma: float) -> torch.
 ATTRACTORS = {"inv": inverse_attractor, "exp": exponential_attractor}
 
 
+def _attractor_slope(d: torch.Tensor, kind: str, alpha: float, gamma: float) -> torch.Tensor:
+    """df/dd of the attractor ``kind`` (d |d|^g / dd = g |d|^g / d)."""
+    m = alpha * d.abs().pow(gamma)
+    if kind == "inv":
+        return (1.0 + (1.0 - gamma) * m) / (1.0 + m).square()
+    return torch.exp(-m) * (1.0 - gamma * m)
+
+
+class _AttractorSum(torch.autograd.Function):
+    """sum_k f(a_k - c) saving only ``points`` and ``centers`` for backward.
+
+    Autograd of the plain loop would keep every per-attractor intermediate (A x (B,N,h,w)
+    tensors, like the vectorised form); here backward recomputes one attractor at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, points, centers, kind: str, alpha: float, gamma: float):
+        fn = ATTRACTORS[kind]
+        total = torch.zeros_like(centers)
+        for k in range(points.shape[1]):
+            total += fn(points[:, k:k + 1] - centers, alpha, gamma)
+        ctx.save_for_backward(points, centers)
+        ctx.args = (kind, alpha, gamma)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        points, centers = ctx.saved_tensors
+        grad_points = torch.empty_like(points)
+        grad_centers = torch.zeros_like(centers)
+        for k in range(points.shape[1]):
+            g = grad * _attractor_slope(points[:, k:k + 1] - centers, *ctx.args)
+            grad_points[:, k] = g.sum(dim=1)
+            grad_centers -= g
+        return grad_points, grad_centers, None, None, None
+
+
 class AttractorLayer(nn.Module):
     """Move bin centres towards ``n_attractors`` predicted points (one decoder level).
 
@@ -101,7 +139,7 @@ class AttractorLayer(nn.Module):
         super().__init__()
         self.n_attractors, self.normed = n_attractors, normed
         self.min_depth, self.max_depth = min_depth, max_depth
-        self.fn, self.aggregation = ATTRACTORS[kind], aggregation
+        self.kind, self.fn, self.aggregation = kind, ATTRACTORS[kind], aggregation
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.memory_efficient, self.discard_norm = memory_efficient, discard_norm
         out = 2 * n_attractors if normed else n_attractors
@@ -119,7 +157,9 @@ class AttractorLayer(nn.Module):
 
     def delta(self, points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Aggregate f(a_k - c_j) over attractors k: (B,A,h,w), (B,N,h,w) -> (B,N,h,w)."""
-        if self.memory_efficient:
+        if self.memory_efficient and torch.is_grad_enabled() and (points.requires_grad or centers.requires_grad):
+            total = _AttractorSum.apply(points, centers, self.kind, self.alpha, self.gamma)
+        elif self.memory_efficient:
             total = torch.zeros_like(centers)
             for k in range(points.shape[1]):
                 total = total + self.fn(points[:, k:k + 1] - centers, self.alpha, self.gamma)
@@ -177,6 +217,29 @@ def log_binomial_coefficient(n: torch.Tensor, k: torch.Tensor, stirling: bool) -
     return n * torch.log(n) - k * torch.log(k) - (n - k) * torch.log(n - k + eps)
 
 
+class _LogBinomialSoftmax(torch.autograd.Function):
+    """softmax_k((coeff_k + k log p + (n - k) log q) / T) saving only the probabilities.
+
+    Autograd would also keep the (B,K,H,W) logits; backward recomputes them instead.
+    """
+
+    @staticmethod
+    def forward(ctx, log_p, log_q, temperature, coeff, k, n):
+        z = coeff + k * log_p + (n - k) * log_q
+        probs = torch.softmax(z / temperature, dim=1)
+        ctx.save_for_backward(probs, log_p, log_q, temperature, coeff, k, n)
+        return probs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        probs, log_p, log_q, temperature, coeff, k, n = ctx.saved_tensors
+        dz = probs * (grad - (grad * probs).sum(dim=1, keepdim=True)) / temperature
+        z = coeff + k * log_p + (n - k) * log_q
+        d_temp = -(dz * z).sum(dim=1, keepdim=True) / temperature
+        return (dz * k).sum(dim=1, keepdim=True), (dz * (n - k)).sum(dim=1, keepdim=True), d_temp, None, None, None
+
+
 class LogBinomial(nn.Module):
     """Softmax over k of log Binomial(k; K-1, p) / T for K classes."""
 
@@ -190,7 +253,11 @@ class LogBinomial(nn.Module):
         q = torch.clamp(1 - p, eps, 1)
         p = torch.clamp(p, eps, 1)
         k, n = self.k_idx, self.K_minus_1
-        y = log_binomial_coefficient(n, k, self.stirling) + k * torch.log(p) + (n - k) * torch.log(q)
+        coeff = log_binomial_coefficient(n, k, self.stirling)
+        if torch.is_grad_enabled() and (p.requires_grad or temperature.requires_grad):
+            k, n, coeff = k.to(p.dtype), n.to(p.dtype), coeff.to(p.dtype)
+            return _LogBinomialSoftmax.apply(torch.log(p), torch.log(q), temperature, coeff, k, n)
+        y = coeff + k * torch.log(p) + (n - k) * torch.log(q)
         return torch.softmax(y / temperature, dim=1)
 
 

@@ -162,21 +162,29 @@ def resize_relative_bias_table(table: torch.Tensor, old: Tuple[int, int], new: T
     return torch.cat([grid[0].permute(1, 2, 0).reshape(-1, heads), extra], dim=0)
 
 
-def _beit_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """BEiT attention with an externally supplied relative-position bias (fused SDPA)."""
+def _beit_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """BEiT attention with an externally supplied relative-position bias.
+
+    ``fused``: one ``scaled_dot_product_attention`` call; otherwise the explicit
+    ``softmax(q k^T * scale + bias) v`` of the original (same function, materialised attention).
+    """
     b, n, c = x.shape
     qkv_bias = None
     if attn.q_bias is not None:
         qkv_bias = torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
     qkv = F.linear(x, attn.qkv.weight, qkv_bias).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    drop = attn.attn_drop.p if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
+    if fused:
+        drop = attn.attn_drop.p if attn.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
+    else:
+        weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+        out = attn.attn_drop(weights.softmax(dim=-1)) @ v
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(b, n, -1)))
 
 
-def _beit_block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    a = _beit_attention(block.attn, block.norm1(x), bias)
+def _beit_block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    a = _beit_attention(block.attn, block.norm1(x), bias, fused)
     if block.gamma_1 is not None:
         a = block.gamma_1 * a
     x = x + block.drop_path1(a)
@@ -212,6 +220,7 @@ class Encoder(nn.Module):
         kwargs = dict(spec.kwargs)
         kwargs.update(timm_kwargs or {})
         self.grad_checkpointing = False
+        self.fused_attention = True
         if self.family == "swin":
             kwargs.setdefault("img_size", tuple(img_size))
             self.model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
@@ -256,6 +265,13 @@ class Encoder(nn.Module):
         if hasattr(self.model, "set_grad_checkpointing"):
             self.model.set_grad_checkpointing(enable)
 
+    def set_fused_attention(self, enable: bool = True) -> None:
+        """Fused SDPA (default) or explicit attention, here and in timm blocks (``fused_attn``)."""
+        self.fused_attention = enable
+        for module in self.model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = enable
+
     def _beit_tokens(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
         model = self.model
         grid = (x.shape[-2] // self.patch, x.shape[-1] // self.patch)
@@ -274,9 +290,10 @@ class Encoder(nn.Module):
             table = resize_relative_bias_table(block.attn.relative_position_bias_table, self.train_grid, grid)
             bias = table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
             if self.grad_checkpointing and self.training:
-                tokens = torch.utils.checkpoint.checkpoint(_beit_block, block, tokens, bias, use_reentrant=False)
+                tokens = torch.utils.checkpoint.checkpoint(
+                    _beit_block, block, tokens, bias, self.fused_attention, use_reentrant=False)
             else:
-                tokens = _beit_block(block, tokens, bias)
+                tokens = _beit_block(block, tokens, bias, self.fused_attention)
             if i in self.hooks:
                 taps.append(tokens)
             if i >= max(self.hooks):

@@ -57,7 +57,10 @@ class _Prep(nn.Module):
             size = network_size(image.shape[-2], image.shape[-1], self.img_size, self.keep_aspect)
             if tuple(image.shape[-2:]) != size:
                 image = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
-        return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        image = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        if getattr(self, "channels_last", False):
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image
 
 
 class _FrozenBNMixin:
@@ -231,12 +234,14 @@ def build_model(cfg) -> nn.Module:
     core = build_core(mcfg)
     if mcfg.grad_checkpointing:
         core.pretrained.set_grad_checkpointing(True)
+    if not mcfg.get("fused_attention", True):
+        core.pretrained.set_fused_attention(False)
     prep = _Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input)
     freeze_bn = bool(cfg.optim.freeze_bn) if "optim" in cfg else False
     if stage == "relative":
         model: nn.Module = RelativeDepthModel(core, prep)
         model.freeze_bn = freeze_bn
-        return model.train()
+        return apply_speed_switches(model.train(), mcfg)
     domains = [Domain(b.name, int(b.n_bins), float(b.min_depth), float(b.max_depth)) for b in mcfg.bins]
     multi = len(domains) > 1
     if mcfg.head.type not in HEADS:
@@ -251,4 +256,15 @@ def build_model(cfg) -> nn.Module:
         router = ROUTERS[mcfg.router.type](len(domains), mcfg.features, mcfg.router, mcfg.faithful.batch_vote)
     model = ZoeDepth(core, head, router, prep)
     model.freeze_bn = freeze_bn
-    return model.train()
+    return apply_speed_switches(model.train(), mcfg)
+
+
+def apply_speed_switches(model: nn.Module, mcfg) -> nn.Module:
+    """``model.channels_last`` (NHWC weights + inputs) and ``model.compile`` (in place: the
+    state-dict keys stay unchanged). Fused attention and checkpointing are set on the encoder."""
+    if mcfg.get("channels_last", False):
+        model.to(memory_format=torch.channels_last)
+        model.prep.channels_last = True
+    if mcfg.get("compile", False):
+        model.compile()
+    return model

@@ -1,0 +1,557 @@
+"""Model benchmarks for ``benchmarks/run.py`` (rows 1-5 of RESULTS.md).
+
+Every function returns a list of row dicts: ``row``, ``name``, ``ours``, ``ref`` (the peer or the
+original-style baseline, same unit), ``unit``, ``ratio`` (ours / ref), ``goal`` (max ratio) and
+``note``. Timings are medians over ``reps`` repetitions after ``warmup`` un-timed runs, all in
+the calling process, except the training-step variants (row 2), each of which runs in a fresh
+subprocess so that its peak memory can be read from the kernel (see ``peak_memory_note``).
+
+Run directly only as a worker: ``python benchmarks/bench_model.py --worker train '<json>'``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+peak_memory_note = (
+    "peak memory = extra resident memory of one training step: each variant runs in a fresh "
+    "subprocess with MALLOC_MMAP_THRESHOLD_=65536 (freed tensors go back to the OS), builds "
+    "the model, AdamW state and gradients (kept allocated: zero_grad(set_to_none=False)), runs its "
+    "warm-up step, then resets the kernel's high-water mark "
+    "(/proc/self/clear_refs) and reports VmHWM - VmRSS around one step (ru_maxrss fallback); "
+    "on CUDA torch.cuda.max_memory_allocated - memory_allocated"
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], reps: int, warmup: int, device: str = "cpu") -> Dict[str, object]:
+    """Median wall time (s) of ``fn`` over ``reps`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "times": times}
+
+
+def row(row_id, name, ours, ref, unit, goal=None, note="", **extra) -> Dict[str, object]:
+    ratio = (ours / ref) if (ours is not None and ref) else None
+    met = None if (goal is None or ratio is None) else bool(ratio <= goal)
+    out = {"row": row_id, "name": name, "ours": ours, "ref": ref, "unit": unit, "ratio": ratio, "goal": goal,
+           "met": met, "note": note}
+    out.update(extra)
+    return out
+
+
+def parse_size(text: str) -> List[int]:
+    h, _, w = str(text).lower().partition("x")
+    return [int(h), int(w)]
+
+
+def _cfg(experiment: str, backbone: str, size: Sequence[int], extra: Sequence[str] = ()):
+    from zoe_lightning import load_config
+
+    return load_config(experiment, [f"model.backbone={backbone}", f"model.img_size=[{size[0]},{size[1]}]",
+                                    "logger.wandb=false", *extra])
+
+
+def _set_memory_efficient(model: torch.nn.Module, flag: bool) -> None:
+    from zoe_lightning.models.bins import AttractorLayer
+
+    for m in model.modules():
+        if isinstance(m, AttractorLayer):
+            m.memory_efficient = flag
+
+
+# ----------------------------------------------------------------------------------------------
+# row 1: inference latency vs HF transformers
+# ----------------------------------------------------------------------------------------------
+
+HF_BACKBONES = {
+    # our backbone name -> (HF backbone config kwargs, neck sizes)
+    "beit_base_patch16_384": ("beit", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                           intermediate_size=3072, image_size=384, out_indices=[3, 6, 9, 12]),
+                              [96, 192, 384, 768]),
+    "beit_large_patch16_384": ("beit", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                            intermediate_size=4096, image_size=384, out_indices=[6, 12, 18, 24]),
+                               [256, 512, 1024, 1024]),
+    "swinv2_tiny_window16_256": ("swinv2", dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                                                window_size=16), [96, 192, 384, 768]),
+}
+
+
+def hf_zoedepth(backbone: str, size: Sequence[int]):
+    """A randomly initialised HF ``ZoeDepthForDepthEstimation`` (ZoeD-N layout) for ``backbone``."""
+    from transformers import BeitConfig, Swinv2Config, ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    kind, kwargs, neck = HF_BACKBONES[backbone]
+    if kind == "beit":
+        bcfg = BeitConfig(use_relative_position_bias=True, use_absolute_position_embeddings=False,
+                          reshape_hidden_states=False, layer_scale_init_value=0.1, **kwargs)
+        hidden = kwargs["hidden_size"]
+    else:
+        bcfg = Swinv2Config(image_size=tuple(size), out_features=["stage1", "stage2", "stage3", "stage4"], **kwargs)
+        hidden = None
+    cfg = ZoeDepthConfig(backbone_config=bcfg, neck_hidden_sizes=neck, backbone_hidden_size=hidden)
+    torch.manual_seed(0)
+    model = ZoeDepthForDepthEstimation(cfg).eval()
+    # HF's init (std 0.02) gives a nearly constant depth map, which would make the equality check
+    # vacuous: use fan-in scaled weights and non-zero biases instead (LayerNorm scales stay 1).
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, p[0].numel() ** -0.5)
+            elif name.endswith("bias"):
+                p.uniform_(-0.1, 0.1)
+    return model
+
+
+def _ours_from_hf(hf_model, backbone: str, size: Sequence[int]):
+    """Our model carrying the peer's weights via the project's converter; (model, note)."""
+    try:
+        from zoe_lightning.models import checkpoints
+    except Exception as exc:  # pragma: no cover
+        return None, f"converter unavailable ({exc})"
+    try:
+        model = checkpoints.from_hf(hf_model, overrides=[f"model.img_size=[{size[0]},{size[1]}]"])
+        return model.eval(), "same weights (converted by zoe_lightning.models.checkpoints.from_hf)"
+    except Exception as exc:
+        return None, f"converter failed: {str(exc).splitlines()[0][:160]}"
+
+
+def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, warmup: int,
+                    device: str = "cpu", channels_last: bool = False, no_grad: bool = False) -> List[Dict]:
+    from zoe_lightning.models import build_model
+
+    rows = []
+    for backbone in backbones:
+        note = []
+        hf = hf_zoedepth(backbone, size).to(device)
+        ours, how = _ours_from_hf(hf, backbone, size)
+        checked = None
+        if ours is None:
+            note.append(f"{how}; ours built with random weights (same architecture)")
+            ours = build_model(_cfg("zoed_m12_n", backbone, size)).eval()
+        ours = ours.to(device)
+        torch.manual_seed(1)
+        image = torch.rand(1, 3, *size, device=device)
+        pixel_values = (image - 0.5) / 0.5
+        with torch.inference_mode():
+            ref_depth = hf(pixel_values=pixel_values).predicted_depth
+            our_depth = ours(image).metric_depth
+        if "converted" in how:
+            checked = float((ref_depth.reshape(-1) - our_depth.reshape(-1)).abs().max())
+            note.append(f"outputs checked first: max |ours - peer| = {checked:.2e} m on a depth map with "
+                        f"range {float(ref_depth.min()):.3f}-{float(ref_depth.max()):.3f} m, std {float(ref_depth.std()):.3f}")
+            if not checked <= 1e-4 * max(1.0, float(ref_depth.abs().max())):
+                note.append("OUTPUTS DIFFER")
+        else:
+            note.append("outputs not compared")
+
+        def peer():
+            with torch.no_grad():
+                hf(pixel_values=pixel_values)
+
+        def ours_infer():
+            with torch.inference_mode():
+                ours(image)
+
+        def ours_nograd():
+            with torch.no_grad():
+                ours(image)
+
+        t_peer = median_time(peer, reps, warmup, device)
+        t_ours = median_time(ours_infer, reps, warmup, device)
+        extra = {"times_ours": t_ours["times"], "times_peer": t_peer["times"], "max_abs_diff": checked}
+        if no_grad:
+            extra["ours_no_grad_s"] = median_time(ours_nograd, reps, warmup, device)["median"]
+            note.append(f"ours under no_grad instead of inference_mode: {extra['ours_no_grad_s']:.3f} s")
+        if channels_last:
+            ours.to(memory_format=torch.channels_last)
+            ours.prep.channels_last = True
+            extra["ours_channels_last_s"] = median_time(ours_infer, reps, warmup, device)["median"]
+            note.append(f"ours with model.channels_last=true: {extra['ours_channels_last_s']:.3f} s "
+                        f"(ratio {extra['ours_channels_last_s'] / t_peer['median']:.3f})")
+            channels_last = False  # first backbone only
+        rows.append(row(1, f"inference ZoeD-N {backbone} {size[0]}x{size[1]} batch 1 (ours inference_mode+SDPA "
+                           f"vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
+                        **extra))
+        del hf, ours
+        gc.collect()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# row 2: training step (subprocess per variant)
+# ----------------------------------------------------------------------------------------------
+
+TRAIN_VARIANTS = {
+    # name -> config overrides; "original": the way the original trains (full attractor tensors,
+    # explicit attention, fp32)
+    "original": ["model.head.memory_efficient=false", "model.fused_attention=false"],
+    "ours": [],
+    "ours+grad_checkpointing": ["model.grad_checkpointing=true"],
+    "ours+channels_last": ["model.channels_last=true"],
+    "ours+compile": ["model.compile=true"],
+    "ours+bf16": [],  # autocast bf16 (GPU); SILog stays fp32
+}
+
+
+def _read_status(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def train_worker(spec: Dict) -> Dict:
+    """One training-step variant: returns times and the peak extra memory of one step."""
+    from zoe_lightning.losses import silog_loss
+    from zoe_lightning.models import build_model
+
+    torch.set_num_threads(int(spec["threads"]))
+    device = spec["device"]
+    size = spec["size"]
+    cfg = _cfg(spec["experiment"], spec["backbone"], size, spec["overrides"])
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).train()
+    o = cfg.optim
+    groups = model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor, o.same_lr)
+    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    b = int(spec["batch"])
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(b, 3, *size, generator=g).to(device)
+    depth = (0.5 + 5 * torch.rand(b, 1, *size, generator=g)).to(device)
+    valid = (torch.rand(b, 1, *size, generator=g) > 0.1).to(device)
+    labels = torch.zeros(b, dtype=torch.long, device=device)
+    bf16 = spec["variant"].endswith("bf16")
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    losses = []
+
+    def step():
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(image, domain=labels)
+            loss, _ = silog_loss(out.metric_depth, depth, valid)  # fp32 inside (autocast off)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)  # gradients stay allocated: part of the static state
+        losses.append(float(loss))
+
+    for _ in range(int(spec["warmup"])):
+        step()
+    gc.collect()
+    sync(device)
+    times = []
+    peak = None
+    method = None
+    for i in range(int(spec["reps"])):
+        if i == 0:
+            if dev_type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                method = "cuda"
+            else:
+                base = _read_status("VmRSS")
+                method = "clear_refs" if _reset_peak() else "ru_maxrss"
+                if method == "ru_maxrss":
+                    import resource
+
+                    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if i == 0:
+            if method == "cuda":
+                peak = torch.cuda.max_memory_allocated() - base
+            elif method == "clear_refs":
+                peak = _read_status("VmHWM") - base
+            else:
+                import resource
+
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"variant": spec["variant"], "median_s": statistics.median(times), "times": times,
+            "peak_bytes": peak, "memory_method": method, "losses": losses, "static_bytes": base}
+
+
+def run_train_variant(spec: Dict, timeout: int = 1800) -> Dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "train", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=str(ROOT))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"variant": spec["variant"], "error": tail[0][:200]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def bench_train(models: Sequence[str], backbone: str, size: Sequence[int], batch: int, reps: int, warmup: int,
+                device: str = "cpu", variants: Sequence[str] = ("original", "ours", "ours+grad_checkpointing"),
+                threads: Optional[int] = None) -> List[Dict]:
+    rows = []
+    experiments = {"N": "zoed_m12_n", "NK": "zoed_m12_nk"}
+    for name in models:
+        results = {}
+        for variant in variants:
+            spec = {"experiment": experiments[name], "backbone": backbone, "size": list(size), "batch": batch,
+                    "reps": reps, "warmup": warmup, "device": device, "variant": variant,
+                    "overrides": TRAIN_VARIANTS[variant], "threads": threads or torch.get_num_threads()}
+            results[variant] = run_train_variant(spec)
+        base = results.get("original", {})
+        for variant, res in results.items():
+            if variant == "original":
+                continue
+            label = f"ZoeD-{name} {backbone} {size[0]}x{size[1]} batch {batch}"
+            if "error" in res or "error" in base:
+                rows.append(row(2, f"train step time {label}: {variant} vs original", None, None, "s",
+                                note=f"failed: {res.get('error') or base.get('error')}"))
+                continue
+            same = abs(res["losses"][0] - base["losses"][0]) <= 1e-4 * max(1.0, abs(base["losses"][0]))
+            lnote = (f"first loss ours {res['losses'][0]:.6f} vs original {base['losses'][0]:.6f}"
+                     + ("" if same or variant.endswith(("bf16",)) else " (DIFFERENT)"))
+            rows.append(row(2, f"train step time {label}: {variant} vs original", res["median_s"],
+                            base["median_s"], "s", 0.8, lnote, times_ours=res["times"], times_ref=base["times"]))
+            mem_goal = 0.6 if name == "NK" else None
+            rows.append(row(2, f"train step peak memory {label}: {variant} vs original",
+                            res["peak_bytes"] / 2**20 if res["peak_bytes"] is not None else None,
+                            base["peak_bytes"] / 2**20 if base["peak_bytes"] is not None else None, "MiB", mem_goal,
+                            f"method: {res['memory_method']} (see header); static memory (weights, gradients, "
+                            f"AdamW state, interpreter) {res['static_bytes'] / 2**20:,.0f} MiB ours vs "
+                            f"{base['static_bytes'] / 2**20:,.0f} MiB original, excluded"))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# row 3: metric head cost
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_head(backbone: str, size: Sequence[int], reps: int, warmup: int, device: str = "cpu",
+               experiment: str = "zoed_m12_n") -> List[Dict]:
+    from zoe_lightning.models import build_model
+
+    model = build_model(_cfg(experiment, backbone, size)).eval().to(device)
+    image = torch.rand(1, 3, *size, device=device)
+    name = model.domains[0]
+    with torch.inference_mode():
+        x = model.prep(image)
+        core = model.core(x)
+
+    def backbone_fn():
+        with torch.inference_mode():
+            model.core.pretrained(x)
+
+    def head_fn():
+        with torch.inference_mode():
+            shared = model.head.shared(core.bottleneck, core.fusion)
+            model.head.forward_domain(name, shared, core.out_conv, core.relative_depth)
+
+    def core_fn():
+        with torch.inference_mode():
+            model.core(x)
+
+    t_backbone = median_time(backbone_fn, reps, warmup, device)["median"]
+    t_core = median_time(core_fn, reps, warmup, device)["median"]
+    out = []
+    for efficient in (True, False):
+        _set_memory_efficient(model, efficient)
+        t_head = median_time(head_fn, reps, warmup, device)["median"]
+        label = "memory-efficient" if efficient else "standard (full attractor tensors)"
+        out.append(row(3, f"metric head / backbone, {experiment} {backbone} {size[0]}x{size[1]}: {label} attractors",
+                       t_head, t_backbone, "s", 0.05,
+                       f"head {t_head:.3f} s, backbone {t_backbone:.3f} s, DPT core (backbone+decoder) {t_core:.3f} s; "
+                       f"head share of a full forward {t_head / (t_core + t_head):.1%}"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# row 4: Lightning loop overhead
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_loop(backbone: str, size: Sequence[int], batch: int, steps: int, warmup: int) -> List[Dict]:
+    import warnings
+
+    import lightning as L
+
+    from zoe_lightning.losses import silog_loss
+    from zoe_lightning.modules import MetricDepthModule
+
+    warnings.filterwarnings("ignore")
+    cfg = _cfg("quickstart", backbone, size, ["data.augment=false", "logger.csv=false", f"trainer.max_steps={steps}",
+                                              "model.bins=[{name: nyu, n_bins: 64, min_depth: 0.001, max_depth: 10}]"])
+    g = torch.Generator().manual_seed(0)
+    batch_data = {
+        "image": torch.rand(batch, 3, *size, generator=g), "depth": 0.5 + 5 * torch.rand(batch, 1, *size, generator=g),
+        "valid": torch.ones(batch, 1, *size, dtype=torch.bool), "domain_label": torch.zeros(batch, dtype=torch.long),
+        "domain": ["nyu"] * batch,
+    }
+    total = warmup + steps
+
+    class Repeat(torch.utils.data.Dataset):
+        def __len__(self):
+            return total
+
+        def __getitem__(self, i):
+            return batch_data
+
+    loader = torch.utils.data.DataLoader(Repeat(), batch_size=None, num_workers=0)
+
+    class Clock(L.Callback):
+        def __init__(self):
+            self.stamps = []
+
+        def on_train_batch_start(self, *args):
+            self.stamps.append(time.perf_counter())
+
+        def on_train_end(self, *args):
+            self.stamps.append(time.perf_counter())
+
+    torch.manual_seed(0)
+    module = MetricDepthModule(cfg)
+    clock = Clock()
+    trainer = L.Trainer(max_steps=total, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val, callbacks=[clock], num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader)
+    lightning_steps = [b - a for a, b in zip(clock.stamps[:-1], clock.stamps[1:])][warmup:]
+
+    torch.manual_seed(0)
+    bare = MetricDepthModule(cfg)
+    model = bare.model.train()
+    o = cfg.optim
+    groups = model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor, o.same_lr)
+    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr["lr"] for gr in groups], total_steps=total,
+                                                pct_start=o.pct_start, div_factor=o.div_factor,
+                                                final_div_factor=o.final_div_factor)
+    bare_steps = []
+    for i, b in enumerate(loader):
+        t0 = time.perf_counter()
+        out = model(b["image"], domain=b["domain_label"])
+        loss, _ = silog_loss(out.metric_depth, b["depth"], b["valid"], beta=cfg.loss.silog_beta)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= warmup:
+            bare_steps.append(time.perf_counter() - t0)
+    t_l, t_b = statistics.median(lightning_steps), statistics.median(bare_steps)
+    return [row(4, f"Lightning fit step vs bare PyTorch loop ({backbone} {size[0]}x{size[1]} batch {batch})",
+                t_l, t_b, "s", 1.03, f"overhead {100 * (t_l / t_b - 1):+.1f}% (median of {len(bare_steps)} steps each)",
+                times_ours=lightning_steps, times_ref=bare_steps)]
+
+
+# ----------------------------------------------------------------------------------------------
+# row 5: evaluation metrics vs per-image numpy
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_metrics(pred, gt, min_depth: float, max_depth: float, eigen_crop: bool) -> Dict[str, float]:
+    """The ZoeDepth formulas for one image, written plainly in numpy (float64)."""
+    import numpy as np
+
+    pred = np.clip(np.nan_to_num(pred.astype(np.float64), nan=min_depth, posinf=max_depth, neginf=min_depth),
+                   min_depth, max_depth)
+    gt = gt.astype(np.float64)
+    valid = (gt > min_depth) & (gt < max_depth)
+    if eigen_crop:
+        box = np.zeros_like(valid)
+        box[45:471, 41:601] = True
+        valid &= box
+    p, g = pred[valid], gt[valid]
+    thresh = np.maximum(g / p, p / g)
+    err = np.log(p) - np.log(g)
+    return {
+        "a1": float((thresh < 1.25).mean()), "a2": float((thresh < 1.25 ** 2).mean()),
+        "a3": float((thresh < 1.25 ** 3).mean()), "abs_rel": float(np.mean(np.abs(g - p) / g)),
+        "sq_rel": float(np.mean((g - p) ** 2 / g)), "rmse": float(np.sqrt(np.mean((g - p) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(err ** 2))),
+        "log_10": float(np.mean(np.abs(np.log10(g) - np.log10(p)))),
+        "silog": float(100 * np.sqrt(max(np.mean(err ** 2) - np.mean(err) ** 2, 0.0))),
+    }
+
+
+def make_maps(n: int, size=(480, 640), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    gt = 0.5 + 9.0 * torch.rand(n, 1, *size, generator=g)
+    gt[torch.rand(n, 1, *size, generator=g) < 0.1] = 0.0  # invalid pixels
+    pred = gt * (1 + 0.2 * torch.randn(n, 1, *size, generator=g)).clamp_min(0.05)
+    return pred, gt
+
+
+def bench_metrics(n_maps: int, reps: int, warmup: int, device: str = "cpu", chunk: int = 64) -> List[Dict]:
+    from zoe_lightning.metrics import METRIC_NAMES, DepthMetrics
+
+    pred, gt = make_maps(n_maps)
+    pred_np, gt_np = pred.numpy(), gt.numpy()
+    pred_d, gt_d = pred.to(device), gt.to(device)
+
+    def ours():
+        metric = DepthMetrics(1e-3, 10.0, crop="eigen").to(device)
+        for i in range(0, n_maps, chunk):
+            metric.update(pred_d[i:i + chunk], gt_d[i:i + chunk])
+        return {k: float(v) for k, v in metric.compute().items() if k in METRIC_NAMES}
+
+    def reference():
+        sums = dict.fromkeys(METRIC_NAMES, 0.0)
+        for i in range(n_maps):
+            for k, v in numpy_metrics(pred_np[i, 0], gt_np[i, 0], 1e-3, 10.0, True).items():
+                sums[k] += v
+        return {k: v / n_maps for k, v in sums.items()}
+
+    t0 = time.perf_counter()
+    vals_ref = reference()  # one timed run: the slow side
+    t_ref = time.perf_counter() - t0
+    vals_ours = ours()  # also the warm-up
+    worst = max(abs(vals_ours[k] - vals_ref[k]) / max(abs(vals_ref[k]), 1e-12) for k in METRIC_NAMES)
+    t_ours = median_time(ours, reps, max(0, warmup - 1), device)["median"]
+    return [row(5, f"metrics on {n_maps} NYU-size maps (480x640, eigen crop): DepthMetrics vs per-image numpy",
+                t_ours, t_ref, "s", 0.05, f"values identical: max relative difference {worst:.1e} over the 9 metrics",
+                max_rel_diff=worst, values_ours=vals_ours, values_ref=vals_ref)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker" and sys.argv[2] == "train":
+        print("RESULT " + json.dumps(train_worker(json.loads(sys.argv[3]))), flush=True)
+    else:
+        sys.exit("run benchmarks/run.py; this file is a library (and the row-2 worker)")

@@ -1,0 +1,271 @@
+"""Speed switches (issue #7): each is config and computes the same function (within 1e-4).
+
+The references are independent: the explicit attention formula, the vectorised attractor of the
+original, autograd of the plain log-binomial expression, finite differences (gradcheck), the
+contiguous / eager / un-checkpointed model, and hand-computed metric values.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoe_lightning.losses import silog_loss
+from zoe_lightning.models import build_model
+from zoe_lightning.models.bins import AttractorLayer, LogBinomial, _AttractorSum, _LogBinomialSoftmax
+from zoe_lightning.models.encoder import Encoder
+
+from .conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["model.img_size=[32,48]", "model.features=32", "model.head.bin_embedding_dim=16",
+         "model.head.seed_mlp_dim=16", "model.head.projector_mlp_dim=16"]
+BEIT = ["model.backbone=test_beit", *SMALL]
+
+
+def _pair(*overrides, base=BEIT):
+    """Two models with identical weights: the defaults and the defaults + ``overrides``."""
+    torch.manual_seed(0)
+    ref = build_model(tiny_config(*base))
+    other = build_model(tiny_config(*base, *overrides))
+    other.load_state_dict(ref.state_dict())
+    return ref, other
+
+
+def _forward_and_grads(model, image):
+    out = model(image, domain=torch.zeros(image.shape[0], dtype=torch.long))
+    loss = (out.metric_depth * torch.linspace(0.5, 1.5, out.metric_depth.numel()).view_as(out.metric_depth)).sum()
+    grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    return out.metric_depth.detach(), grads
+
+
+def _assert_same(ref, other, image, atol=1e-4, rtol=1e-4):
+    d1, g1 = _forward_and_grads(ref, image)
+    d2, g2 = _forward_and_grads(other, image)
+    torch.testing.assert_close(d2, d1, atol=atol, rtol=rtol)
+    for a, b in zip(g1, g2):
+        if a is not None or b is not None:
+            torch.testing.assert_close(b, a, atol=atol, rtol=rtol)
+
+
+class SavedBytes:
+    """Bytes of the tensors autograd saves for backward (unique storages) inside the context."""
+
+    def __init__(self):
+        self.storages = {}
+
+    def pack(self, t):
+        self.storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    def __enter__(self):
+        self.ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+
+    @property
+    def total(self):
+        return sum(self.storages.values())
+
+
+# ---------------------------------------------------------------------------------- attention
+
+
+def test_fused_attention_switch_is_config_and_matches_explicit_attention():
+    ref, explicit = _pair("model.fused_attention=false")
+    assert ref.core.pretrained.fused_attention is True
+    assert explicit.core.pretrained.fused_attention is False
+    image = torch.rand(2, 3, 32, 48)
+    _assert_same(ref, explicit, image)  # training mode (dropout rates are 0): outputs and gradients
+
+
+def test_fused_attention_switch_reaches_timm_blocks():
+    torch.manual_seed(0)
+    enc = Encoder("test_vit", (32, 48))
+    flags = [m.fused_attn for m in enc.model.modules() if hasattr(m, "fused_attn")]
+    assert flags, "timm ViT attention exposes fused_attn"
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        fused = enc(x)
+        enc.set_fused_attention(False)
+        assert not any(m.fused_attn for m in enc.model.modules() if hasattr(m, "fused_attn"))
+        explicit = enc(x)
+    for a, b in zip(fused, explicit):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------- attractors
+
+
+@pytest.mark.parametrize("kind", ["inv", "exp"])
+@pytest.mark.parametrize("normed", [True, False])
+def test_memory_efficient_attractor_gradients_equal_the_vectorised_original(kind, normed):
+    torch.manual_seed(0)
+    layer = AttractorLayer(6, 4, 8, 1e-3, 10.0, normed=normed, kind=kind, alpha=300.0, gamma=2.0,
+                           memory_efficient=False).double()
+    x = torch.randn(2, 6, 5, 4, dtype=torch.double, requires_grad=True)
+    prev = torch.rand(2, 7, 5, 4, dtype=torch.double, requires_grad=True)
+    weights = torch.randn(2, 7, 5, 4, dtype=torch.double)
+
+    def run():
+        carried, metric = layer(x, prev)
+        loss = (carried * weights).sum() + (metric * weights.flip(1)).sum()
+        return [carried, metric], torch.autograd.grad(loss, [x, prev, *layer.parameters()])
+
+    outs_full, grads_full = run()
+    layer.memory_efficient = True
+    outs_eff, grads_eff = run()
+    for a, b in zip(outs_full + list(grads_full), outs_eff + list(grads_eff)):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["inv", "exp"])
+def test_attractor_sum_gradient_matches_finite_differences(kind):
+    torch.manual_seed(1)
+    points = torch.rand(1, 3, 2, 2, dtype=torch.double, requires_grad=True)
+    centers = torch.rand(1, 5, 2, 2, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, c: _AttractorSum.apply(p, c, kind, 7.0, 2.0), (points, centers))
+
+
+def test_memory_efficient_attractor_saves_only_its_inputs():
+    b, a, n, h, w = 2, 16, 64, 8, 8
+    layer = AttractorLayer(4, a, 4, 1e-3, 10.0, normed=False, memory_efficient=False)
+    points = torch.rand(b, a, h, w, requires_grad=True)
+    centers = torch.rand(b, n, h, w, requires_grad=True)
+    with SavedBytes() as full:
+        layer.delta(points, centers)
+    layer.memory_efficient = True
+    with SavedBytes() as eff:
+        layer.delta(points, centers)
+    inputs = 4 * b * (a + n) * h * w
+    assert eff.total == inputs  # exactly points + centers
+    assert full.total >= 4 * b * a * n * h * w  # at least one full (B,A,N,h,w) tensor
+
+
+# ---------------------------------------------------------------------------------- log-binomial
+
+
+@pytest.mark.parametrize("stirling", [False, True])
+def test_log_binomial_softmax_equals_plain_autograd(stirling):
+    torch.manual_seed(2)
+    module = LogBinomial(12, stirling).double()
+    p = torch.rand(2, 1, 3, 4, dtype=torch.double).clamp(0.05, 0.95).requires_grad_()
+    t = (torch.rand(2, 1, 3, 4, dtype=torch.double) + 0.2).requires_grad_()
+    weights = torch.randn(2, 12, 3, 4, dtype=torch.double)
+    k, n = module.k_idx, module.K_minus_1
+    from zoe_lightning.models.bins import log_binomial_coefficient
+
+    plain = torch.softmax((log_binomial_coefficient(n, k, stirling) + k * torch.log(p)
+                           + (n - k) * torch.log(1 - p)) / t, dim=1)
+    fused = module(p, t)
+    torch.testing.assert_close(fused, plain, atol=1e-12, rtol=1e-10)
+    g_plain = torch.autograd.grad((plain * weights).sum(), [p, t])
+    g_fused = torch.autograd.grad((fused * weights).sum(), [p, t])
+    for a, b in zip(g_plain, g_fused):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-8)
+    args = (torch.log(p), torch.log(1 - p), t, log_binomial_coefficient(n, k, stirling), k, n)
+    assert torch.autograd.gradcheck(lambda lp, lq, tt: _LogBinomialSoftmax.apply(lp, lq, tt, *args[3:]), args[:3])
+
+
+def test_log_binomial_keeps_one_full_size_tensor_for_backward():
+    module = LogBinomial(32)
+    p = torch.rand(2, 1, 16, 16).clamp(0.05, 0.95).requires_grad_()
+    t = (torch.rand(2, 1, 16, 16) + 0.2).requires_grad_()
+    with SavedBytes() as saved:
+        module(p, t)
+    full = 4 * 2 * 32 * 16 * 16
+    assert full <= saved.total < 2 * full  # the probabilities, plus (B,1,H,W)-sized inputs
+
+
+# ---------------------------------------------------------------------------------- layout, checkpointing
+
+
+def test_channels_last_is_config_and_keeps_outputs():
+    ref, nhwc = _pair("model.channels_last=true")
+    conv = nhwc.core.scratch.layer1_rn.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    image = torch.rand(2, 3, 32, 48)
+    assert nhwc.prep(image).is_contiguous(memory_format=torch.channels_last)
+    ref.eval(), nhwc.eval()
+    _assert_same(ref, nhwc, image)
+
+
+@pytest.mark.parametrize("backbone", ["test_beit", "test_vit"])
+def test_grad_checkpointing_keeps_gradients_and_saves_less(backbone):
+    base = [f"model.backbone={backbone}", *SMALL]
+    ref, ckpt = _pair("model.grad_checkpointing=true", base=base)
+    image = torch.rand(2, 3, 32, 48)
+    _assert_same(ref, ckpt, image)
+    # the backbone's activations are no longer kept for backward
+    with SavedBytes() as plain:
+        ref.core.pretrained(ref.prep(image))
+    with SavedBytes() as checkpointed:
+        ckpt.core.pretrained(ckpt.prep(image))
+    tokens = (32 // 16) * (48 // 16) + 1
+    width = ref.core.pretrained.model.embed_dim
+    one_activation = 4 * 2 * tokens * width
+    assert plain.total >= len(ref.core.pretrained.hooks) * one_activation
+    assert checkpointed.total < plain.total / 2
+
+
+# ---------------------------------------------------------------------------------- precision
+
+
+def test_bf16_autocast_keeps_silog_in_fp32():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(*BEIT)).eval()
+    image = torch.rand(2, 3, 32, 48)
+    depth = 1 + 4 * torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        ref = model(image).metric_depth
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(image).metric_depth
+            loss, _ = silog_loss(out, depth)
+            loss_fp32_pred, _ = silog_loss(out.float(), depth)
+    assert loss.dtype == torch.float32
+    assert loss.item() == loss_fp32_pred.item()  # the loss itself is computed in fp32
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)  # bf16: ~3 significant digits
+
+
+@pytest.mark.slow
+def test_compile_switch_keeps_outputs_and_state_dict_keys():
+    ref, compiled = _pair("model.compile=true")
+    assert list(compiled.state_dict()) == list(ref.state_dict())
+    ref.eval(), compiled.eval()
+    image = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(image).metric_depth, ref(image).metric_depth, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------- benchmark helpers
+
+
+def test_numpy_reference_metrics_hand_values():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+
+    import bench_model
+
+    gt = np.array([[1.0, 2.0, 0.0]])  # the 0 is invalid
+    pred = np.array([[1.0, 4.0, 3.0]])
+    m = bench_model.numpy_metrics(pred, gt, 1e-3, 10.0, eigen_crop=False)
+    assert m["abs_rel"] == pytest.approx(0.5)  # (0 + 2/2) / 2
+    assert m["a1"] == pytest.approx(0.5)  # ratios 1 and 2
+    assert m["a2"] == pytest.approx(0.5)  # 2 > 1.25^2 = 1.5625
+    assert m["a3"] == pytest.approx(0.5)  # 2 > 1.25^3 = 1.953125
+    assert m["rmse"] == pytest.approx(2 ** 0.5)  # sqrt((0 + 4) / 2)
+    assert m["sq_rel"] == pytest.approx(1.0)  # (0 + 4/2) / 2
+    assert m["log_10"] == pytest.approx(np.log10(2) / 2)
+    assert m["silog"] == pytest.approx(100 * np.log(2) / 2)  # sqrt(mean(e^2) - mean(e)^2), e = (0, ln 2)
+
+
+def test_bench_cli_rejects_unknown_rows():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--rows", "9"],
+                          capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert proc.returncode == 2
+    assert "unknown row" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
