@@ -25,39 +25,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .collate import collate_samples
-from .datasets import build_dataset
+from .datasets import READER_CLASSES, build_dataset
 from .mixing import MixtureBatchSampler, ShardedEvalBatchSampler, WeightedMixtureSampler
 from .transforms import build_transform
 
 __all__ = ["DepthDataModule", "MetricDataModule", "RelativeDataModule", "synthetic_counterpart",
            "dataset_domain", "build_datamodule"]
 
-OUTDOOR_SETS = {"kitti", "kitti_relative", "vkitti2", "ddad", "diml_outdoor", "diode_outdoor", "apolloscape",
-                "megadepth"}
 TRANSFORM_KEYS = ("image_size", "resize", "augment", "random_crop", "rotate_degrees", "depth_interpolation")
 
 
 def _is_synthetic(name: str) -> bool:
     return name.startswith("synthetic")
-
-
-def _reader_classes() -> Dict[str, type]:
-    """Registry name -> reader class, for the class attributes (no dataset is built)."""
-    classes: Dict[str, type] = {}
-    try:
-        from .datasets.kitti import KittiDataset
-        from .datasets.nyu import NYUDataset
-        from .datasets.relative_sets import RELATIVE_READERS
-        from .datasets.zero_shot import ZERO_SHOT_READERS
-
-        classes.update({"nyu": NYUDataset, "nyu_relative": NYUDataset, "kitti": KittiDataset,
-                        "kitti_relative": KittiDataset, **ZERO_SHOT_READERS, **RELATIVE_READERS})
-    except ImportError:  # pragma: no cover - readers missing: fall back on the name list
-        pass
-    return classes
 
 
 def dataset_domain(name: str, domain: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> str:
@@ -67,10 +50,8 @@ def dataset_domain(name: str, domain: Optional[str] = None, options: Optional[Di
         return str(domain)
     if options and options.get("domain"):
         return str(options["domain"])
-    cls = _reader_classes().get(name)
-    if cls is not None and getattr(cls, "domain", None):
-        return str(cls.domain)
-    return "kitti" if name in OUTDOOR_SETS else "nyu"
+    cls = READER_CLASSES.get(name)
+    return str(getattr(cls, "domain", None) or "nyu")
 
 
 def synthetic_counterpart(name: str, options: Dict[str, Any], domain: Optional[str], position: int,
@@ -117,13 +98,8 @@ def _cfg(data_cfg: Any, key: str, default: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 

@@ -19,7 +19,7 @@ from .kitti import KittiDataset
 from .nyu import NYUDataset
 from .synthetic import SyntheticDepthDataset
 
-__all__ = ["DATASETS", "build_dataset", "SyntheticDepthDataset", "FileDepthDataset", "NYUDataset", "KittiDataset",
+__all__ = ["DATASETS", "READER_CLASSES", "build_dataset", "SyntheticDepthDataset", "FileDepthDataset", "NYUDataset", "KittiDataset",
            "FolderDataset"]
 
 
@@ -60,19 +60,20 @@ def _reader(cls: type, **defaults: Any) -> Callable[..., Dataset]:
     return build
 
 
-DATASETS.update({  # file readers (R1): NYU, KITTI, generic folder
-    "nyu": _reader(NYUDataset),
-    "kitti": _reader(KittiDataset),
-    "folder": _reader(FolderDataset),
-    "nyu_relative": _reader(NYUDataset, dataset_name="nyu_relative"),
-    "kitti_relative": _reader(KittiDataset, dataset_name="kitti_relative"),
-})
-
-# zero-shot evaluation sets and the relative-pretraining (M12) sets (R2)
+# registry name -> reader class (for class attributes such as ``domain`` without building a dataset)
 from .relative_sets import RELATIVE_READERS  # noqa: E402
 from .zero_shot import ZERO_SHOT_READERS  # noqa: E402
 
-DATASETS.update({name: _reader(cls) for name, cls in {**ZERO_SHOT_READERS, **RELATIVE_READERS}.items()})
+READER_CLASSES: Dict[str, type] = {
+    "nyu": NYUDataset, "kitti": KittiDataset, "folder": FolderDataset,
+    "nyu_relative": NYUDataset, "kitti_relative": KittiDataset,
+    **ZERO_SHOT_READERS, **RELATIVE_READERS,
+}
+_ALIASES = {"nyu_relative", "kitti_relative"}  # the M12 copies of the metric sets, under their own name
+DATASETS.update({
+    name: _reader(cls, dataset_name=name) if name in _ALIASES else _reader(cls)
+    for name, cls in READER_CLASSES.items()
+})
 
 
 def build_dataset(name: str, split: str, **options: Any) -> Dataset:
