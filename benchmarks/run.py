@@ -188,7 +188,7 @@ def main(argv=None) -> int:
 
 
 def run_data_rows(quick: bool):
-    """Row 6 from helper T's ``bench_data.run``: per data set a baseline row and a project row."""
+    """Row 6 from ``benchmarks/bench_data.run``: per data set a baseline row and a project row."""
     try:
         import bench_data
     except ImportError as exc:
