@@ -78,6 +78,29 @@ def train_command(experiment: str, overrides: Sequence[str], nodes: int, gpus: i
             "--resume", "auto"]
 
 
+def sbatch_directives(*, job_name: str, nodes: int, gpus: int, cpus_per_task: int, output: str,
+                      array: Optional[str] = None, mem: Optional[str] = None, time_limit: Optional[str] = None,
+                      partition: Optional[str] = None, account: Optional[str] = None, append_log: bool = False,
+                      extra: Sequence[str] = ()) -> List[str]:
+    """``#SBATCH`` lines of a job (or job array) that Lightning can requeue: one task per GPU
+    (Lightning runs one process per device), SIGUSR1 shortly before the time limit, ``--requeue``."""
+    directives = [f"--job-name={job_name}"]
+    if array:
+        directives.append(f"--array={array}")
+    directives += [f"--nodes={nodes}", f"--ntasks-per-node={max(gpus, 1)}", f"--cpus-per-task={cpus_per_task}"]
+    if gpus > 0:
+        directives.append(f"--gres=gpu:{gpus}")
+    for flag, value in (("--mem", mem), ("--time", time_limit), ("--partition", partition), ("--account", account)):
+        if value:
+            directives.append(f"{flag}={value}")
+    directives += [f"--signal={REQUEUE_SIGNAL}", "--requeue"]
+    if append_log:
+        directives.append("--open-mode=append")
+    directives.append(f"--output={output}")
+    directives += [opt if opt.startswith("-") else f"--{opt}" for opt in extra]
+    return [f"#SBATCH {d}" for d in directives]
+
+
 def render_script(experiment: str, overrides: Sequence[str], *, nodes: int = 1, gpus: int = 1,
                   partition: Optional[str] = None, time_limit: Optional[str] = None, account: Optional[str] = None,
                   cpus_per_task: int = 8, mem: Optional[str] = None, job_name: Optional[str] = None,
@@ -90,26 +113,16 @@ def render_script(experiment: str, overrides: Sequence[str], *, nodes: int = 1, 
         raise UserError(f"--gpus must be >= 0, got {gpus}")
     name = job_name or f"zoe-{Path(experiment).stem}"
     workdir = workdir or str(Path(__file__).resolve().parent.parent)
-    directives = [
-        f"--job-name={name}",
-        f"--nodes={nodes}",
-        f"--ntasks-per-node={max(gpus, 1)}",  # Lightning: one process per device
-        f"--cpus-per-task={cpus_per_task}",
-    ]
-    if gpus > 0:
-        directives.append(f"--gres=gpu:{gpus}")
-    for flag, value in (("--mem", mem), ("--time", time_limit), ("--partition", partition), ("--account", account)):
-        if value:
-            directives.append(f"{flag}={value}")
-    directives += [f"--signal={REQUEUE_SIGNAL}", "--requeue", "--open-mode=append",
-                   f"--output={log_dir}/%x-%j.out"]
-    directives += [opt if opt.startswith("-") else f"--{opt}" for opt in extra_sbatch]
+    directives = sbatch_directives(
+        job_name=name, nodes=nodes, gpus=gpus, cpus_per_task=cpus_per_task, output=f"{log_dir}/%x-%j.out",
+        mem=mem, time_limit=time_limit, partition=partition, account=account, append_log=True, extra=extra_sbatch,
+    )
     command = " ".join(shlex.quote(part) for part in train_command(experiment, overrides, nodes, gpus, python))
     lines = [
         "#!/bin/bash",
         f"# zoe-lightning slurm: experiment '{experiment}' on {nodes} node(s) x {max(gpus, 1)} "
         f"{'GPU' if gpus > 0 else 'CPU task'}(s), written {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        *[f"#SBATCH {d}" for d in directives],
+        *directives,
         "",
         "set -euo pipefail",
         f"cd {shlex.quote(workdir)}",

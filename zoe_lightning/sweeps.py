@@ -455,24 +455,12 @@ def slurm_array_script(sweep: Sweep, sweep_file: Path, root: Path = Path("runs")
     n = len(expand_grid(sweep))
     sroot = _sweep_root(sweep, root)
     array = f"0-{n - 1}" + (f"%{max_concurrent}" if max_concurrent else "")
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name=sweep-{sweep.name}",
-        f"#SBATCH --array={array}",
-        "#SBATCH --nodes=1",
-        f"#SBATCH --ntasks-per-node={gpus_per_run}",
-        f"#SBATCH --gres=gpu:{gpus_per_run}",
-        f"#SBATCH --cpus-per-task={cpus_per_task}",
-        f"#SBATCH --output={sroot}/slurm/%A_%a.out",
-        "#SBATCH --signal=SIGUSR1@90",
-        "#SBATCH --requeue",
-    ]
-    if partition:
-        lines.append(f"#SBATCH --partition={partition}")
-    if time_limit:
-        lines.append(f"#SBATCH --time={time_limit}")
-    if account:
-        lines.append(f"#SBATCH --account={account}")
+    from .slurm import sbatch_directives
+
+    lines = ["#!/bin/bash", *sbatch_directives(
+        job_name=f"sweep-{sweep.name}", array=array, nodes=1, gpus=gpus_per_run, cpus_per_task=cpus_per_task,
+        output=f"{sroot}/slurm/%A_%a.out", time_limit=time_limit, partition=partition, account=account,
+    )]
     cmd = [python, "-m", "zoe_lightning", "sweep-local", str(sweep_file), "--name", sweep.name,
            "--root", str(root), "--index", "${SLURM_ARRAY_TASK_ID}"]
     if gpus_per_run > 1:
