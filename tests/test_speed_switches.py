@@ -182,6 +182,137 @@ def test_log_binomial_keeps_one_full_size_tensor_for_backward():
     assert full <= saved.total < 2 * full  # the probabilities, plus (B,1,H,W)-sized inputs
 
 
+# ---------------------------------------------------------------------------------- fast path
+
+
+def _reference_expected_depth_f64(clb, features, condition, centers):
+    """The original's recipe in float64, written out independently: upsample, concatenate, 1x1
+    convs as einsums, erf GELU, softplus, log-binomial with the (K-1) log(1-p) term, softmax."""
+    import math
+
+    import torch.nn.functional as F
+
+    size = features[0].shape[-2:]
+    up = lambda x: F.interpolate(x.double(), size=size, mode="bilinear", align_corners=True)  # noqa: E731
+    x = torch.cat([up(f) for f in features] + [up(condition)], dim=1)
+    w1, b1 = clb.mlp[0].weight.double().flatten(1), clb.mlp[0].bias.double()
+    w2, b2 = clb.mlp[2].weight.double().flatten(1), clb.mlp[2].bias.double()
+    h = torch.einsum("oc,bchw->bohw", w1, x) + b1.view(1, -1, 1, 1)
+    h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
+    s = torch.log1p(torch.exp(torch.einsum("oc,bchw->bohw", w2, h) + b2.view(1, -1, 1, 1))) + clb.p_eps
+    p = s[:, 0:1] / (s[:, 0:1] + s[:, 1:2])
+    t = (clb.max_temp - clb.min_temp) * s[:, 2:3] / (s[:, 2:3] + s[:, 3:4]) + clb.min_temp
+    n_bins = clb.log_binomial_transform.K
+    k = torch.arange(n_bins, dtype=torch.double).view(1, -1, 1, 1)
+    n = n_bins - 1
+    coeff = torch.tensor([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(n_bins)],
+                         dtype=torch.double).view(1, -1, 1, 1)
+    logits = (coeff + k * torch.log(p.clamp(1e-4, 1)) + (n - k) * torch.log((1 - p).clamp(1e-4, 1))) / t
+    probs = torch.softmax(logits, dim=1)
+    return (probs * up(centers)).sum(1, keepdim=True), probs
+
+
+@pytest.mark.parametrize("sharp", [False, True])
+def test_fast_expected_depth_matches_float64_original_recipe(sharp):
+    from zoe_lightning.models.bins import ConditionalLogBinomial
+
+    torch.manual_seed(3)
+    clb = ConditionalLogBinomial(33, 16, 32)
+    if sharp:  # low temperatures, p near 1: logits of order 1e3-1e4, peaked but not one-hot
+        with torch.no_grad():
+            clb.mlp[2].bias.copy_(torch.tensor([1.0, -1.0, -6.0, 6.0]))
+    feats = [torch.rand(2, 32, 24, 40), torch.rand(2, 1, 12, 20)]
+    cond, centers = torch.randn(2, 16, 12, 20), 0.5 + 9 * torch.rand(2, 32, 12, 20)
+    ref_depth, ref_probs = _reference_expected_depth_f64(clb, feats, cond, centers)
+    if sharp:
+        assert 0.5 < float(ref_probs.max(1).values.mean()) < 0.95
+    # float32 rounding of logits of order 1e4 moves depths by ~1e-4 m in *both* op orders
+    atol = 5e-4 if sharp else 2e-5
+    errors = {}
+    for fast in (True, False):
+        clb.fast_path = fast
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                depth, probs, up_centers = clb.expected_depth(feats, cond, centers)
+            assert depth.shape == (2, 1, 24, 40) and probs.shape == up_centers.shape == (2, 32, 24, 40)
+            torch.testing.assert_close(depth.double(), ref_depth, atol=atol, rtol=0)
+            torch.testing.assert_close(probs.double(), ref_probs, atol=atol / 5, rtol=0)
+            errors[fast] = float((depth.double() - ref_depth).abs().max())
+    assert errors[True] <= 3 * errors[False] + 1e-5  # no worse than the original order's own rounding
+
+
+def test_fast_expected_depth_gradients_equal_the_original_order():
+    from zoe_lightning.models.bins import ConditionalLogBinomial
+
+    torch.manual_seed(4)
+    clb = ConditionalLogBinomial(33, 16, 24).double()
+    feats = [torch.rand(1, 32, 10, 14, dtype=torch.double).requires_grad_(),
+             torch.rand(1, 1, 10, 14, dtype=torch.double).requires_grad_()]
+    cond = torch.randn(1, 16, 5, 7, dtype=torch.double).requires_grad_()
+    centers = (0.5 + 9 * torch.rand(1, 24, 5, 7, dtype=torch.double)).requires_grad_()
+    inputs = [*feats, cond, centers, *clb.parameters()]
+    weights = torch.rand(1, 1, 10, 14, dtype=torch.double)
+    grads = {}
+    for fast in (False, True):
+        clb.fast_path = fast
+        depth, _, _ = clb.expected_depth(feats, cond, centers)
+        grads[fast] = torch.autograd.grad((depth * weights).sum(), inputs)
+    for a, b in zip(grads[False], grads[True]):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv1x1_gemm_equals_conv2d(layout, bias):
+    from zoe_lightning.models.fastpath import conv1x1
+
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(6, 5, 1, bias=bias)
+    x = torch.randn(3, 6, 7, 9)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = conv1x1(x, conv)
+    expected = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x) + (conv.bias.view(1, -1, 1, 1) if bias else 0)
+    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+
+
+def test_fast_path_modules_equal_their_original_order():
+    from zoe_lightning.models.dpt import FeatureFusionBlock
+    from zoe_lightning.models.encoder import ProjectReadout
+
+    torch.manual_seed(6)
+    block = FeatureFusionBlock(8)
+    x, skip = torch.randn(2, 8, 5, 7), torch.randn(2, 8, 5, 7)
+    block.fast_path = False
+    slow = block(x, skip, size=(11, 13))  # upsample then 1x1 conv
+    block.fast_path = True
+    torch.testing.assert_close(block(x, skip, size=(11, 13)), slow, atol=1e-5, rtol=1e-5)
+    readout = ProjectReadout(12)
+    tokens, cls = torch.randn(2, 20, 12), torch.randn(2, 1, 12)
+    lin = readout.project[0]
+    expected = torch.nn.functional.gelu(torch.cat([tokens, cls.expand(-1, 20, -1)], -1) @ lin.weight.t() + lin.bias)
+    torch.testing.assert_close(readout(tokens, cls), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("experiment_overrides", [[], ["model.bins=[{name: nyu, n_bins: 16, min_depth: 0.001, "
+                                                       "max_depth: 10}, {name: kitti, n_bins: 16, min_depth: 0.001, "
+                                                       "max_depth: 80}]"]])
+def test_fast_path_switch_is_config_and_keeps_outputs_and_gradients(experiment_overrides):
+    from zoe_lightning.models.fastpath import FastPath
+
+    ref, slow = _pair("model.fast_path=false", base=[*BEIT, *experiment_overrides])
+    flags = {m.fast_path for m in slow.modules() if isinstance(m, FastPath)}
+    assert flags == {False} and {m.fast_path for m in ref.modules() if isinstance(m, FastPath)} == {True}
+    image = torch.rand(2, 3, 32, 48)
+    ref.eval(), slow.eval()
+    _assert_same(ref, slow, image)  # with autograd: training path
+    with torch.inference_mode():  # in-place inference path
+        a, b = ref(image), slow(image)
+    for name in ("metric_depth", "relative_depth", "probs", "bin_centers"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------- layout, checkpointing
 
 
@@ -269,3 +400,43 @@ def test_bench_cli_rejects_unknown_rows():
                           capture_output=True, text=True, cwd=str(ROOT), timeout=120)
     assert proc.returncode == 2
     assert "unknown row" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------- optimizer
+
+
+@pytest.mark.parametrize("kind", ["fused", "foreach"])
+def test_adamw_implementations_match_the_per_parameter_loop(kind):
+    from omegaconf import OmegaConf
+
+    from zoe_lightning.modules.base import make_adamw
+
+    torch.manual_seed(7)
+    params = {name: [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))] for name in ("a", "b")}
+    for pa, pb in zip(params["a"], params["b"]):
+        pb.data.copy_(pa.data)
+    opts = {}
+    for name, impl in (("a", "loop"), ("b", kind)):
+        cfg = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adamw": impl})
+        groups = [{"params": params[name][:1], "lr": 1e-2}, {"params": params[name][1:], "lr": 1e-3}]
+        opts[name] = make_adamw(groups, cfg)
+    for step in range(3):
+        grads = [torch.randn(5, 3), torch.randn(4)]
+        for name in ("a", "b"):
+            for p, g in zip(params[name], grads):
+                p.grad = g.clone()
+            opts[name].param_groups[0]["betas"] = (0.9 - 0.02 * step, 0.999)  # OneCycle cycles momentum
+            opts[name].step()
+    for pa, pb in zip(params["a"], params["b"]):
+        assert not torch.equal(pa.data, torch.zeros_like(pa))
+        torch.testing.assert_close(pb.data, pa.data, atol=1e-6, rtol=1e-6)
+
+
+def test_adamw_choice_is_validated():
+    from omegaconf import OmegaConf
+
+    from zoe_lightning.modules.base import make_adamw
+
+    with pytest.raises(ValueError, match="optim.adamw"):
+        make_adamw([torch.nn.Parameter(torch.ones(1))], OmegaConf.create({"lr": 1.0, "weight_decay": 0.0,
+                                                                          "adamw": "lion"}))

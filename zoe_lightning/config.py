@@ -129,8 +129,9 @@ class ModelConfig:
     # speed switches (benchmarks/RESULTS.md); none changes the function computed (within 1e-4)
     grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
     fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
-    channels_last: bool = False  # NHWC weights and inputs for the convolutions
+    channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
     compile: bool = False  # torch.compile the model's forward (first steps compile)
+    fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
 
 
 @dataclass
@@ -193,6 +194,7 @@ class OptimConfig:
     base_momentum: float = 0.85
     max_momentum: float = 0.95
     freeze_bn: bool = True
+    adamw: str = "fused"  # fused (one kernel per step) | foreach (multi-tensor) | loop (per parameter, the original)
 
 
 @dataclass
@@ -259,6 +261,7 @@ CHOICES: Dict[str, Sequence[str]] = {
     "stage": ("metric", "relative"),
     "model.readout": ("project", "ignore", "add"),
     "model.head.bin_centers_type": ("softplus", "normed", "hybrid1", "hybrid2"),
+    "optim.adamw": ("fused", "foreach", "loop"),
     "model.head.attractor_type": ("inv", "exp"),
     "model.head.attractor_aggregation": ("mean", "sum"),
     "model.router.type": ("labeled", "trained", "auto"),

@@ -7,7 +7,7 @@ names so official checkpoints map onto them by key.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,8 @@ __all__ = [
     "centers_from_widths",
 ]
 
+from .fastpath import FastPath, pixels, pointwise
+
 ORIGINAL_ALPHA, ORIGINAL_GAMMA = 300.0, 2.0
 
 
@@ -41,7 +43,7 @@ def centers_from_widths(widths: torch.Tensor, min_depth: float, max_depth: float
     return 0.5 * (edges[:, :-1] + edges[:, 1:])
 
 
-class SeedBinRegressor(nn.Module):
+class SeedBinRegressor(FastPath, nn.Module):
     """Bottleneck -> ``n_bins`` seed bin centres (metres).
 
     ``normed``: positive widths normalised over [min_depth, max_depth] (ordered, bounded centres).
@@ -58,20 +60,20 @@ class SeedBinRegressor(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self._net(x)
+        raw = pointwise(self._net, x, self.fast_path)
         if not self.normed:
             return raw
         raw = raw + 1e-3
         return centers_from_widths(raw / raw.sum(dim=1, keepdim=True), self.min_depth, self.max_depth)
 
 
-class Projector(nn.Module):
+class Projector(FastPath, nn.Module):
     def __init__(self, in_features: int, out_features: int, mlp_dim: int) -> None:
         super().__init__()
         self._net = nn.Sequential(nn.Conv2d(in_features, mlp_dim, 1), nn.ReLU(True), nn.Conv2d(mlp_dim, out_features, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._net(x)
+        return pointwise(self._net, x, self.fast_path)
 
 
 def inverse_attractor(d: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -125,7 +127,7 @@ class _AttractorSum(torch.autograd.Function):
         return grad_points, grad_centers, None, None, None
 
 
-class AttractorLayer(nn.Module):
+class AttractorLayer(FastPath, nn.Module):
     """Move bin centres towards ``n_attractors`` predicted points (one decoder level).
 
     ``normed=True`` works in normalised [0,1] space and returns sorted, clipped metric centres;
@@ -149,7 +151,7 @@ class AttractorLayer(nn.Module):
         )
 
     def attractor_points(self, x: torch.Tensor) -> torch.Tensor:
-        a = self._net(x)
+        a = pointwise(self._net, x, self.fast_path)
         if not self.normed:
             return a
         a = (a + 1e-3).unflatten(1, (self.n_attractors, 2))
@@ -182,7 +184,7 @@ class AttractorLayer(nn.Module):
         return new, metric
 
 
-class Splitter(nn.Module):
+class Splitter(FastPath, nn.Module):
     """LocalBins-style level: split every bin of the previous level into ``split`` sub-bins."""
 
     def __init__(self, in_features: int, prev_bins: int, split: int, mlp_dim: int, min_depth: float,
@@ -200,7 +202,7 @@ class Splitter(nn.Module):
         """Returns (normalised widths (B, prev*split, h, w), metric centres)."""
         if prev_embedding is not None:
             x = x + _up(prev_embedding, x.shape[-2:])
-        frac = (self._net(x) + 1e-3).unflatten(1, (self.prev_bins, self.split))
+        frac = (pointwise(self._net, x, self.fast_path) + 1e-3).unflatten(1, (self.prev_bins, self.split))
         frac = frac / frac.sum(dim=2, keepdim=True)
         prev = _up(prev_widths, x.shape[-2:])
         prev = prev / prev.sum(dim=1, keepdim=True)
@@ -261,7 +263,7 @@ class LogBinomial(nn.Module):
         return torch.softmax(y / temperature, dim=1)
 
 
-class ConditionalLogBinomial(nn.Module):
+class ConditionalLogBinomial(FastPath, nn.Module):
     """Per-pixel (p, temperature) from features + bin embedding -> probabilities over bins."""
 
     def __init__(self, in_features: int, condition_dim: int, n_classes: int, bottleneck_factor: int = 2,
@@ -282,3 +284,69 @@ class ConditionalLogBinomial(nn.Module):
         tau = s[:, 2:3] / (s[:, 2:3] + s[:, 3:4])
         temperature = (self.max_temp - self.min_temp) * tau + self.min_temp
         return self.log_binomial_transform(p, temperature)
+
+    def expected_depth(self, features: List[torch.Tensor], condition: torch.Tensor,
+                       centers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Depth = sum_k probs_k * centres_k at the resolution of ``features``.
+
+        ``features``: full-resolution maps whose channels concatenate to ``x`` of :meth:`forward`
+        (e.g. decoder output and relative depth, the latter resized if needed); ``condition`` and
+        ``centers``: the bin embedding and bin centres at their own (lower) resolution, resized
+        bilinearly (align_corners) as the original does. Returns (depth (B,1,H,W),
+        probs (B,K,H,W), centres (B,K,H,W)); probs and centres are channels-last views.
+
+        With ``fast_path`` the same function is computed with less work: the embedding part of the
+        first 1x1 convolution runs *before* the upsampling (a 1x1 conv and bilinear interpolation
+        are both linear and the interpolation weights sum to one, so they commute, bias included),
+        no full-resolution concatenation is built, 1x1 convolutions are GEMMs over pixels, and the
+        softmax over bins runs on contiguous pixel-major logits ``(coeff_k + k logit(p)) / T``
+        (the dropped ``(K-1) log(1-p) / T`` is constant over k: softmax is unchanged).
+        """
+        size = features[0].shape[-2:]
+        features = [_up(f, size) for f in features]
+        if not self.fast_path:
+            probs = self(torch.cat(features, dim=1) if len(features) > 1 else features[0], _up(condition, size))
+            centers = _up(centers, size)
+            return (probs * centers).sum(dim=1, keepdim=True), probs, centers
+        b, (h, w) = features[0].shape[0], size
+        # In-place arithmetic on fresh intermediates wherever autograd does not need them:
+        # large CPU allocations are mmap-ed, so every new full-resolution tensor costs page faults.
+        # (the in-place path also steps aside under autocast, whose casts it would fight)
+        grad = torch.is_grad_enabled() or torch.is_autocast_enabled(features[0].device.type)
+        conv_in, _, conv_out, _ = self.mlp
+        weight = conv_in.weight.flatten(1)  # (hidden, C_x + C_condition)
+        cx = sum(f.shape[1] for f in features)
+        cond = F.linear(condition.permute(0, 2, 3, 1), weight[:, cx:], conv_in.bias)  # (B,h',w',hidden)
+        hidden = pixels(_up(cond.permute(0, 3, 1, 2), size))  # (B,HW,hidden), contiguous
+        if grad:
+            x = torch.cat(features, dim=1) if len(features) > 1 else features[0]
+            hidden = F.gelu(torch.baddbmm(hidden, pixels(x), weight[:, :cx].t().expand(b, -1, -1)))
+        else:
+            start = 0
+            for f in features:
+                part = weight[:, start:start + f.shape[1]]
+                start += f.shape[1]
+                if f.shape[1] == 1:
+                    hidden.addcmul_(pixels(f), part.view(1, 1, -1))
+                else:
+                    hidden.baddbmm_(pixels(f), part.t().expand(b, -1, -1))
+            hidden = torch.ops.aten.gelu_(hidden)
+        s = F.linear(hidden, conv_out.weight.flatten(1), conv_out.bias)
+        s = F.softplus(s) + self.p_eps
+        p = s[..., 0] / (s[..., 0] + s[..., 1])
+        tau = s[..., 2] / (s[..., 2] + s[..., 3])
+        inv_t = 1.0 / ((self.max_temp - self.min_temp) * tau + self.min_temp)
+        lb = self.log_binomial_transform
+        eps = 1e-4
+        logit = torch.log(torch.clamp(p, eps, 1)) - torch.log(torch.clamp(1 - p, eps, 1))
+        k = lb.k_idx.view(-1).to(p.dtype)
+        coeff = log_binomial_coefficient(lb.K_minus_1.view(-1).to(p.dtype), k, lb.stirling)
+        z = torch.matmul(torch.stack([inv_t, logit * inv_t], dim=-1), torch.stack([coeff, k]))  # (B,HW,K)
+        if grad:
+            probs = torch.softmax(z, dim=-1)
+        else:  # the softmax kernel's own steps, in place
+            probs = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
+            probs.div_(probs.sum(dim=-1, keepdim=True))
+        centers = _up(centers.contiguous(memory_format=torch.channels_last), size)  # channels-last
+        depth = torch.bmm(probs.reshape(-1, 1, probs.shape[-1]), pixels(centers).reshape(-1, probs.shape[-1], 1))
+        return (depth.view(b, 1, h, w), probs.view(b, h, w, -1).permute(0, 3, 1, 2), centers)

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fastpath import FastPath, conv1x1
 from .encoder import Encoder
 
 __all__ = ["DPTCore", "CoreOutput", "FeatureFusionBlock", "ResidualConvUnit"]
@@ -33,10 +34,12 @@ class ResidualConvUnit(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-class FeatureFusionBlock(nn.Module):
+class FeatureFusionBlock(FastPath, nn.Module):
     """Fuse a coarser path with an optional skip map, upsample, then a 1x1 conv.
 
     ``resConfUnit1`` exists in every block (refinenet4 never uses it; kept for checkpoint parity).
+    With ``fast_path`` the 1x1 conv runs before the upsampling, on 4x fewer pixels: both maps are
+    linear and bilinear weights sum to one, so the result is the same function.
     """
 
     def __init__(self, features: int) -> None:
@@ -49,8 +52,10 @@ class FeatureFusionBlock(nn.Module):
         if skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
-        x = _up(x, size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2))
-        return self.out_conv(x)
+        size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)
+        if self.fast_path:
+            return _up(conv1x1(x, self.out_conv), size)
+        return self.out_conv(_up(x, size))
 
 
 class Interpolate(nn.Module):

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fastpath import FastPath
+
 __all__ = ["BackboneSpec", "BACKBONES", "Encoder", "resolve_backbone"]
 
 
@@ -87,15 +89,24 @@ def resolve_backbone(name: str) -> BackboneSpec:
 # ----------------------------------------------------------------------------------------------
 
 
-class ProjectReadout(nn.Module):
-    """Concatenate each patch token with the class token, then Linear(2C -> C) + GELU."""
+class ProjectReadout(FastPath, nn.Module):
+    """Concatenate each patch token with the class token, then Linear(2C -> C) + GELU.
+
+    With ``fast_path`` the weight is split instead: the class-token half is applied once per image
+    rather than once per token (same function, half the GEMM, no concatenation).
+    """
 
     def __init__(self, width: int) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(2 * width, width), nn.GELU())
 
     def forward(self, tokens: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([tokens, cls.expand_as(tokens)], dim=-1))
+        if not self.fast_path:
+            return self.project(torch.cat([tokens, cls.expand_as(tokens)], dim=-1))
+        linear, act = self.project
+        width = tokens.shape[-1]
+        per_image = F.linear(cls, linear.weight[:, width:], linear.bias)  # (B,1,C)
+        return act(torch.baddbmm(per_image, tokens, linear.weight[:, :width].t().expand(tokens.shape[0], -1, -1)))
 
 
 class AddReadout(nn.Module):
@@ -288,7 +299,8 @@ class Encoder(nn.Module):
         taps = []
         for i, block in enumerate(model.blocks):
             table = resize_relative_bias_table(block.attn.relative_position_bias_table, self.train_grid, grid)
-            bias = table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+            # gathered straight into (heads, n, n) order: a contiguous mask, no transposing copy
+            bias = table.t().index_select(1, index.view(-1)).view(1, -1, n, n)
             if self.grad_checkpointing and self.training:
                 tokens = torch.utils.checkpoint.checkpoint(
                     _beit_block, block, tokens, bias, self.fused_attention, use_reentrant=False)

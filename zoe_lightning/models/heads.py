@@ -142,10 +142,11 @@ class _BinsHead(MetricHead):
         return SharedFeatures(x0, self.seed_projector(x0), [p(f) for p, f in zip(self.projectors, fusion)])
 
     def _finish(self, name, last_embedding, centers, out_conv, relative, index) -> HeadOutput:
-        feats = self.final_features(_select(out_conv, index), _select(relative, index))
-        probs = self.conditional_log_binomial[name](feats, _up(last_embedding, feats.shape[-2:]))
-        centers = _up(centers, probs.shape[-2:])
-        return HeadOutput((probs * centers).sum(dim=1, keepdim=True), centers, probs)
+        feats = [_select(out_conv, index)]
+        if self.settings.use_relative_input:
+            feats.append(_select(relative, index))
+        depth, probs, centers = self.conditional_log_binomial[name].expected_depth(feats, last_embedding, centers)
+        return HeadOutput(depth, centers, probs)
 
 
 @register_head("metric_bins")

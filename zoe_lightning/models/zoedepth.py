@@ -14,11 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bins import ORIGINAL_ALPHA, ORIGINAL_GAMMA
+from .fastpath import FastPath
 from .dpt import DPTCore
 from .heads import HEADS, Domain, HeadOutput, HeadSettings
 from .router import ROUTERS
 
-__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "build_model", "network_size"]
+__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "build_model", "network_size", "set_fast_path"]
 
 
 @dataclass
@@ -260,11 +261,22 @@ def build_model(cfg) -> nn.Module:
 
 
 def apply_speed_switches(model: nn.Module, mcfg) -> nn.Module:
-    """``model.channels_last`` (NHWC weights + inputs) and ``model.compile`` (in place: the
-    state-dict keys stay unchanged). Fused attention and checkpointing are set on the encoder."""
+    """``model.fast_path`` (on every :class:`FastPath` module), ``model.channels_last`` (NHWC
+    weights + inputs) and ``model.compile`` (in place: the state-dict keys stay unchanged).
+    Fused attention and checkpointing are set on the encoder."""
+    set_fast_path(model, bool(mcfg.get("fast_path", True)))
     if mcfg.get("channels_last", False):
         model.to(memory_format=torch.channels_last)
         model.prep.channels_last = True
     if mcfg.get("compile", False):
         model.compile()
+    return model
+
+
+def set_fast_path(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every :class:`~zoe_lightning.models.bins.FastPath` module of ``model`` between the
+    original op order (``False``) and the equal, cheaper one (``True``)."""
+    for module in model.modules():
+        if isinstance(module, FastPath):
+            module.fast_path = enabled
     return model

@@ -36,6 +36,16 @@ def load_core_state(path: str) -> Dict[str, torch.Tensor]:
         raise UserError(f"model.core_checkpoint: {exc}") from None
 
 
+
+def make_adamw(groups, optim_cfg) -> torch.optim.AdamW:
+    """AdamW over ``groups`` with ``optim.lr`` / ``optim.weight_decay``; ``optim.adamw`` picks the
+    implementation (same update rule): ``fused`` (default), ``foreach`` or ``loop`` (the original's)."""
+    kind = str(optim_cfg.get("adamw", "fused"))
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
+    if kind not in flags:
+        raise ValueError(f"optim.adamw must be one of {', '.join(flags)}, got '{kind}'")
+    return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **flags[kind])
+
 class DepthModule(L.LightningModule):
     """Base of both stages. ``cfg`` is the whole run config (stored in the checkpoint)."""
 
@@ -59,7 +69,7 @@ class DepthModule(L.LightningModule):
         o = self.cfg.optim
         groups = self.model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor,
                                              o.same_lr)
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        optimizer = make_adamw(groups, o)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches),
             pct_start=o.pct_start, div_factor=o.div_factor, final_div_factor=o.final_div_factor,
