@@ -432,10 +432,15 @@ def test_adamw_implementations_match_the_per_parameter_loop(kind):
         torch.testing.assert_close(pb.data, pa.data, atol=1e-6, rtol=1e-6)
 
 
-def test_adamw_choice_is_validated():
+def test_adamw_choice_is_validated_and_fp16_avoids_fused():
     from omegaconf import OmegaConf
 
     from zoe_lightning.modules.base import make_adamw
+
+    cfg = OmegaConf.create({"lr": 1.0, "weight_decay": 0.0, "adamw": "fused"})
+    assert make_adamw([torch.nn.Parameter(torch.ones(1))], cfg).defaults["fused"]
+    fp16 = make_adamw([torch.nn.Parameter(torch.ones(1))], cfg, "16-mixed")  # Lightning clips: no fused
+    assert not fp16.defaults["fused"] and fp16.defaults["foreach"]
 
     with pytest.raises(ValueError, match="optim.adamw"):
         make_adamw([torch.nn.Parameter(torch.ones(1))], OmegaConf.create({"lr": 1.0, "weight_decay": 0.0,

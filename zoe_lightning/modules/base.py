@@ -37,13 +37,19 @@ def load_core_state(path: str) -> Dict[str, torch.Tensor]:
 
 
 
-def make_adamw(groups, optim_cfg) -> torch.optim.AdamW:
+def make_adamw(groups, optim_cfg, precision: str = "32-true") -> torch.optim.AdamW:
     """AdamW over ``groups`` with ``optim.lr`` / ``optim.weight_decay``; ``optim.adamw`` picks the
-    implementation (same update rule): ``fused`` (default), ``foreach`` or ``loop`` (the original's)."""
+    implementation (same update rule): ``fused`` (default), ``foreach`` or ``loop`` (the original's).
+
+    Under fp16 mixed precision a fused AdamW unscales gradients itself, which rules out gradient
+    clipping in Lightning; ``foreach`` is used there instead.
+    """
     kind = str(optim_cfg.get("adamw", "fused"))
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
     if kind not in flags:
         raise ValueError(f"optim.adamw must be one of {', '.join(flags)}, got '{kind}'")
+    if kind == "fused" and str(precision).startswith("16"):
+        kind = "foreach"
     return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **flags[kind])
 
 class DepthModule(L.LightningModule):
@@ -69,7 +75,7 @@ class DepthModule(L.LightningModule):
         o = self.cfg.optim
         groups = self.model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor,
                                              o.same_lr)
-        optimizer = make_adamw(groups, o)
+        optimizer = make_adamw(groups, o, str(self.cfg.trainer.precision))
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches),
             pct_start=o.pct_start, div_factor=o.div_factor, final_div_factor=o.final_div_factor,
