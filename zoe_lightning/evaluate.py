@@ -155,7 +155,7 @@ def evaluate_dataset(
     predict = _model_predict(model, domain_label)
     routed = torch.zeros(64, dtype=torch.long, device=device)
     position = 0
-    with torch.no_grad():
+    with torch.inference_mode():
         for samples in loader:
             # samples of one size are stacked and run together: datasets with mixed sizes work
             groups: Dict[tuple, List[int]] = {}

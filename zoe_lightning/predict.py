@@ -133,7 +133,7 @@ def predict_images(
     for i, (x, _, _) in enumerate(prepared):
         groups.setdefault(tuple(x.shape[-2:]), []).append(i)
     results: List[Any] = [None] * len(prepared)
-    with torch.no_grad():
+    with torch.inference_mode():
         for idx in groups.values():
             batch = torch.cat([prepared[i][0] for i in idx])
             pred = flip_tta(lambda t: predict(t)[0], batch, flip)
