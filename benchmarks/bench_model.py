@@ -61,6 +61,24 @@ def median_time(fn: Callable[[], object], reps: int, warmup: int, device: str = 
     return {"median": statistics.median(times), "times": times}
 
 
+def interleaved_times(fns: Dict[str, Callable[[], object]], reps: int, warmup: int,
+                      device: str = "cpu") -> Dict[str, Dict[str, object]]:
+    """Median wall time of each of ``fns``, timed round-robin (one run of each per round), so
+    that a neighbour's load on a shared machine hits every candidate alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"median": statistics.median(t), "times": t} for name, t in times.items()}
+
+
 def row(row_id, name, ours, ref, unit, goal=None, note="", **extra) -> Dict[str, object]:
     ratio = (ours / ref) if (ours is not None and ref) else None
     met = None if (goal is None or ratio is None) else bool(ratio <= goal)
@@ -147,7 +165,7 @@ def _ours_from_hf(hf_model, backbone: str, size: Sequence[int]):
 
 
 def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, warmup: int,
-                    device: str = "cpu", channels_last: bool = False, no_grad: bool = False) -> List[Dict]:
+                    device: str = "cpu", ablations: bool = False, no_grad: bool = False) -> List[Dict]:
     from zoe_lightning.models import build_model
 
     rows = []
@@ -179,29 +197,42 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
             with torch.no_grad():
                 hf(pixel_values=pixel_values)
 
-        def ours_infer():
-            with torch.inference_mode():
-                ours(image)
+        def infer(model):
+            def run():
+                with torch.inference_mode():
+                    model(image)
+            return run
 
         def ours_nograd():
             with torch.no_grad():
                 ours(image)
 
-        t_peer = median_time(peer, reps, warmup, device)
-        t_ours = median_time(ours_infer, reps, warmup, device)
+        candidates = {"peer": peer, "ours": infer(ours)}
+        if ablations:  # what each default switch buys (first backbone only): copies with one switch off
+            import copy
+
+            from zoe_lightning.models.zoedepth import set_fast_path
+
+            slow = set_fast_path(copy.deepcopy(ours), False)
+            nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
+            nchw.prep.channels_last = False
+            candidates.update(fast_path_off=infer(slow), channels_last_off=infer(nchw))
+        if no_grad:
+            candidates["ours_no_grad"] = ours_nograd
+        times = interleaved_times(candidates, reps, warmup, device)
+        t_peer, t_ours = times["peer"], times["ours"]
         extra = {"times_ours": t_ours["times"], "times_peer": t_peer["times"], "max_abs_diff": checked}
         if no_grad:
-            extra["ours_no_grad_s"] = median_time(ours_nograd, reps, warmup, device)["median"]
+            extra["ours_no_grad_s"] = times["ours_no_grad"]["median"]
             note.append(f"ours under no_grad instead of inference_mode: {extra['ours_no_grad_s']:.3f} s")
-        if channels_last:
-            ours.to(memory_format=torch.channels_last)
-            ours.prep.channels_last = True
-            extra["ours_channels_last_s"] = median_time(ours_infer, reps, warmup, device)["median"]
-            note.append(f"ours with model.channels_last=true: {extra['ours_channels_last_s']:.3f} s "
-                        f"(ratio {extra['ours_channels_last_s'] / t_peer['median']:.3f})")
-            channels_last = False  # first backbone only
-        rows.append(row(1, f"inference ZoeD-N {backbone} {size[0]}x{size[1]} batch 1 (ours inference_mode+SDPA "
-                           f"vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
+        if ablations:
+            t_slow, t_nchw = times["fast_path_off"]["median"], times["channels_last_off"]["median"]
+            extra.update(ours_fast_path_off_s=t_slow, ours_channels_last_off_s=t_nchw)
+            note.append(f"ours with model.fast_path=false: {t_slow:.3f} s (ratio {t_slow / t_peer['median']:.3f}); "
+                        f"with model.channels_last=false: {t_nchw:.3f} s (ratio {t_nchw / t_peer['median']:.3f})")
+            ablations = False
+        rows.append(row(1, f"inference ZoeD-N {backbone} {size[0]}x{size[1]} batch 1 (ours with its defaults, "
+                           f"inference_mode, vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
                         **extra))
         del hf, ours
         gc.collect()
@@ -214,8 +245,9 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
 
 TRAIN_VARIANTS = {
     # name -> config overrides; "original": the way the original trains (full attractor tensors,
-    # explicit attention, fp32)
-    "original": ["model.head.memory_efficient=false", "model.fused_attention=false"],
+    # explicit attention, the original op order, a per-parameter AdamW loop, fp32)
+    "original": ["model.head.memory_efficient=false", "model.fused_attention=false", "model.fast_path=false",
+                 "optim.adamw=loop"],
     "ours": [],
     "ours+grad_checkpointing": ["model.grad_checkpointing=true"],
     "ours+channels_last": ["model.channels_last=true"],
@@ -246,6 +278,7 @@ def train_worker(spec: Dict) -> Dict:
     """One training-step variant: returns times and the peak extra memory of one step."""
     from zoe_lightning.losses import silog_loss
     from zoe_lightning.models import build_model
+    from zoe_lightning.modules.base import make_adamw
 
     torch.set_num_threads(int(spec["threads"]))
     device = spec["device"]
@@ -255,7 +288,7 @@ def train_worker(spec: Dict) -> Dict:
     model = build_model(cfg).to(device).train()
     o = cfg.optim
     groups = model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor, o.same_lr)
-    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    opt = make_adamw(groups, o)
     b = int(spec["batch"])
     g = torch.Generator().manual_seed(0)
     image = torch.rand(b, 3, *size, generator=g).to(device)
@@ -367,6 +400,7 @@ def bench_train(models: Sequence[str], backbone: str, size: Sequence[int], batch
 def bench_head(backbone: str, size: Sequence[int], reps: int, warmup: int, device: str = "cpu",
                experiment: str = "zoed_m12_n") -> List[Dict]:
     from zoe_lightning.models import build_model
+    from zoe_lightning.models.fastpath import FastPath
 
     model = build_model(_cfg(experiment, backbone, size)).eval().to(device)
     image = torch.rand(1, 3, *size, device=device)
@@ -388,14 +422,25 @@ def bench_head(backbone: str, size: Sequence[int], reps: int, warmup: int, devic
         with torch.inference_mode():
             model.core(x)
 
-    t_backbone = median_time(backbone_fn, reps, warmup, device)["median"]
-    t_core = median_time(core_fn, reps, warmup, device)["median"]
+    def head_variant(fast: bool, efficient: bool):
+        def run():
+            _set_memory_efficient(model, efficient)
+            for m in model.head.modules():
+                if isinstance(m, FastPath):
+                    m.fast_path = fast
+            head_fn()
+        return run
+
+    variants = {"ours (model.fast_path, memory-efficient attractors)": (True, True),
+                "original op order, full attractor tensors": (False, False)}
+    times = interleaved_times({"backbone": backbone_fn, "core": core_fn,
+                               **{label: head_variant(*flags) for label, flags in variants.items()}},
+                              reps, warmup, device)
+    t_backbone, t_core = times["backbone"]["median"], times["core"]["median"]
     out = []
-    for efficient in (True, False):
-        _set_memory_efficient(model, efficient)
-        t_head = median_time(head_fn, reps, warmup, device)["median"]
-        label = "memory-efficient" if efficient else "standard (full attractor tensors)"
-        out.append(row(3, f"metric head / backbone, {experiment} {backbone} {size[0]}x{size[1]}: {label} attractors",
+    for label in variants:
+        t_head = times[label]["median"]
+        out.append(row(3, f"metric head / backbone, {experiment} {backbone} {size[0]}x{size[1]}: {label}",
                        t_head, t_backbone, "s", 0.05,
                        f"head {t_head:.3f} s, backbone {t_backbone:.3f} s, DPT core (backbone+decoder) {t_core:.3f} s; "
                        f"head share of a full forward {t_head / (t_core + t_head):.1%}"))
@@ -459,7 +504,7 @@ def bench_loop(backbone: str, size: Sequence[int], batch: int, steps: int, warmu
     model = bare.model.train()
     o = cfg.optim
     groups = model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor, o.same_lr)
-    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    opt = make_adamw(groups, o)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[gr["lr"] for gr in groups], total_steps=total,
                                                 pct_start=o.pct_start, div_factor=o.div_factor,
                                                 final_div_factor=o.final_div_factor)
@@ -520,14 +565,15 @@ def make_maps(n: int, size=(480, 640), seed: int = 0):
 
 
 def bench_metrics(n_maps: int, reps: int, warmup: int, device: str = "cpu", chunk: int = 64) -> List[Dict]:
-    from zoe_lightning.metrics import METRIC_NAMES, DepthMetrics
+    from zoe_lightning.metrics import FUSED_MIN_PIXELS, METRIC_NAMES, DepthMetrics, fused_metrics_available
 
     pred, gt = make_maps(n_maps)
     pred_np, gt_np = pred.numpy(), gt.numpy()
     pred_d, gt_d = pred.to(device), gt.to(device)
 
-    def ours():
-        metric = DepthMetrics(1e-3, 10.0, crop="eigen").to(device)
+    def ours(fused=None):
+        # default fused=None: the compiled CPU kernel for these batches (eager PyTorch elsewhere)
+        metric = DepthMetrics(1e-3, 10.0, crop="eigen", fused=fused).to(device)
         for i in range(0, n_maps, chunk):
             metric.update(pred_d[i:i + chunk], gt_d[i:i + chunk])
         return {k: float(v) for k, v in metric.compute().items() if k in METRIC_NAMES}
@@ -542,12 +588,27 @@ def bench_metrics(n_maps: int, reps: int, warmup: int, device: str = "cpu", chun
     t0 = time.perf_counter()
     vals_ref = reference()  # one timed run: the slow side
     t_ref = time.perf_counter() - t0
-    vals_ours = ours()  # also the warm-up
+    t0 = time.perf_counter()
+    vals_ours = ours()  # also the warm-up; compiles the CPU kernel once per process
+    t_first = time.perf_counter() - t0
     worst = max(abs(vals_ours[k] - vals_ref[k]) / max(abs(vals_ref[k]), 1e-12) for k in METRIC_NAMES)
     t_ours = median_time(ours, reps, max(0, warmup - 1), device)["median"]
+    batches = [min(chunk, n_maps - i) for i in range(0, n_maps, chunk)]
+    n_fused = sum(b * 426 * 560 >= FUSED_MIN_PIXELS for b in batches) if device == "cpu" else 0
+    fused = n_fused > 0 and fused_metrics_available()
+    note = (f"values match: max relative difference {worst:.1e} over the 9 metrics; DepthMetrics default: "
+            + (f"compiled CPU kernel (torch.compile) for {n_fused} of {len(batches)} batches, first call incl. "
+               f"compiling {t_first:.1f} s" if fused else "eager PyTorch"))
+    t_eager = None
+    if fused:  # the eager fallback (float64, as the original), one run
+        t0 = time.perf_counter()
+        vals_eager = ours(fused=False)
+        t_eager = time.perf_counter() - t0
+        worst_eager = max(abs(vals_eager[k] - vals_ref[k]) / max(abs(vals_ref[k]), 1e-12) for k in METRIC_NAMES)
+        note += f"; eager fallback {t_eager:.2f} s (max relative difference {worst_eager:.1e})"
     return [row(5, f"metrics on {n_maps} NYU-size maps (480x640, eigen crop): DepthMetrics vs per-image numpy",
-                t_ours, t_ref, "s", 0.05, f"values identical: max relative difference {worst:.1e} over the 9 metrics",
-                max_rel_diff=worst, values_ours=vals_ours, values_ref=vals_ref)]
+                t_ours, t_ref, "s", 0.05, note, max_rel_diff=worst, values_ours=vals_ours, values_ref=vals_ref,
+                first_call_s=t_first, eager_s=t_eager)]
 
 
 if __name__ == "__main__":

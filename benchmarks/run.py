@@ -119,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="384x512", help="input size of rows 1 and 3")
     p.add_argument("--backbones", default=None,
                    help="row 1 backbones (default beit_base_patch16_384,swinv2_tiny_window16_256; + BEiT-L on cuda)")
+    p.add_argument("--head-backbones", default=None,
+                   help="row 3 backbones (default beit_large_patch16_384 (the released ZoeD-N's) and the first row-1 "
+                        "backbone)")
     p.add_argument("--train-backbone", default=None, help="row 2 backbone (default beit_base_patch16_384; "
                    "beit_large_patch16_384 on cuda)")
     p.add_argument("--train-size", default=None, help="row 2 input size (default 128x160 on CPU, 384x512 on cuda)")
@@ -157,14 +160,16 @@ def main(argv=None) -> int:
         train_backbone = args.train_backbone or "small_beit"
         args.maps = min(args.maps, 64)
 
+    head_backbones = (args.head_backbones.split(",") if args.head_backbones else
+                      backbones[:1] if args.quick else list(dict.fromkeys(["beit_large_patch16_384", backbones[0]])))
     info = machine_info(device)
     print(json.dumps(info))
     rows = []
     jobs = {
-        1: lambda: bm.bench_inference(backbones, size, args.reps, args.warmup, device, channels_last=True),
+        1: lambda: bm.bench_inference(backbones, size, args.reps, args.warmup, device, ablations=True),
         2: lambda: bm.bench_train(["N", "NK"], train_backbone, train_size, train_batch, args.reps, args.warmup, device,
                                   [v for v in args.variants.split(",") if v], args.threads),
-        3: lambda: bm.bench_head(backbones[0], size, args.reps, args.warmup, device),
+        3: lambda: [r for b in head_backbones for r in bm.bench_head(b, size, args.reps, args.warmup, device)],
         4: lambda: bm.bench_loop(args.loop_backbone, [64, 96] if args.quick else [128, 160], 2,
                                  max(4 * args.reps, 12), args.warmup + 1),
         5: lambda: bm.bench_metrics(args.maps, args.reps, args.warmup, device),
