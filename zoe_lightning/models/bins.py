@@ -332,21 +332,25 @@ class ConditionalLogBinomial(FastPath, nn.Module):
                     hidden.baddbmm_(pixels(f), part.t().expand(b, -1, -1))
             hidden = torch.ops.aten.gelu_(hidden)
         s = F.linear(hidden, conv_out.weight.flatten(1), conv_out.bias)
-        s = F.softplus(s) + self.p_eps
-        p = s[..., 0] / (s[..., 0] + s[..., 1])
-        tau = s[..., 2] / (s[..., 2] + s[..., 3])
-        inv_t = 1.0 / ((self.max_temp - self.min_temp) * tau + self.min_temp)
-        lb = self.log_binomial_transform
-        eps = 1e-4
-        logit = torch.log(torch.clamp(p, eps, 1)) - torch.log(torch.clamp(1 - p, eps, 1))
-        k = lb.k_idx.view(-1).to(p.dtype)
-        coeff = log_binomial_coefficient(lb.K_minus_1.view(-1).to(p.dtype), k, lb.stirling)
-        z = torch.matmul(torch.stack([inv_t, logit * inv_t], dim=-1), torch.stack([coeff, k]))  # (B,HW,K)
-        if grad:
-            probs = torch.softmax(z, dim=-1)
-        else:  # the softmax kernel's own steps, in place
-            probs = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
-            probs.div_(probs.sum(dim=-1, keepdim=True))
-        centers = _up(centers.contiguous(memory_format=torch.channels_last), size)  # channels-last
-        depth = torch.bmm(probs.reshape(-1, 1, probs.shape[-1]), pixels(centers).reshape(-1, probs.shape[-1], 1))
+        # the log-binomial in fp32 even under autocast, as in the original (whose elementwise ops
+        # inherit fp32 from the MLP output); a bf16 matmul would round logits of order 1e3
+        with torch.autocast(features[0].device.type, enabled=False):
+            wide = torch.promote_types(s.dtype, torch.float32)  # bf16 / fp16 -> fp32, fp64 stays
+            s = F.softplus(s.to(wide)) + self.p_eps
+            p = s[..., 0] / (s[..., 0] + s[..., 1])
+            tau = s[..., 2] / (s[..., 2] + s[..., 3])
+            inv_t = 1.0 / ((self.max_temp - self.min_temp) * tau + self.min_temp)
+            lb = self.log_binomial_transform
+            eps = 1e-4
+            logit = torch.log(torch.clamp(p, eps, 1)) - torch.log(torch.clamp(1 - p, eps, 1))
+            k = lb.k_idx.view(-1).to(p.dtype)
+            coeff = log_binomial_coefficient(lb.K_minus_1.view(-1).to(p.dtype), k, lb.stirling)
+            z = torch.matmul(torch.stack([inv_t, logit * inv_t], dim=-1), torch.stack([coeff, k]))  # (B,HW,K)
+            if grad:
+                probs = torch.softmax(z, dim=-1)
+            else:  # the softmax kernel's own steps, in place
+                probs = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
+                probs.div_(probs.sum(dim=-1, keepdim=True))
+            centers = _up(centers.to(wide).contiguous(memory_format=torch.channels_last), size)  # channels-last
+            depth = torch.bmm(probs.reshape(-1, 1, probs.shape[-1]), pixels(centers).reshape(-1, probs.shape[-1], 1))
         return (depth.view(b, 1, h, w), probs.view(b, h, w, -1).permute(0, 3, 1, 2), centers)
