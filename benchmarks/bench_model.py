@@ -459,6 +459,7 @@ def bench_loop(backbone: str, size: Sequence[int], batch: int, steps: int, warmu
 
     from zoe_lightning.losses import silog_loss
     from zoe_lightning.modules import MetricDepthModule
+    from zoe_lightning.modules.base import make_adamw
 
     warnings.filterwarnings("ignore")
     cfg = _cfg("quickstart", backbone, size, ["data.augment=false", "logger.csv=false", f"trainer.max_steps={steps}",
