@@ -284,6 +284,108 @@ def test_fast_log_binomial_stays_fp32_under_bf16_autocast(grad):
     assert errors[True] < 0.2 and errors[True] <= errors[False]
 
 
+@pytest.mark.parametrize("source, target, band", [((12, 20), (24, 40), 5), ((7, 9), (31, 17), 1),
+                                                  ((1, 6), (5, 6), 2), ((10, 16), (10, 16), 3), ((5, 8), (64, 96), 64)])
+def test_row_upsampler_bands_equal_full_bilinear_interpolation(source, target, band):
+    from zoe_lightning.models.fastpath import RowUpsampler
+
+    torch.manual_seed(7)
+    low = torch.randn(2, *source, 3)  # (B, h, w, C) pixel-major
+    full = torch.nn.functional.interpolate(low.permute(0, 3, 1, 2).double(), size=target, mode="bilinear",
+                                           align_corners=True).permute(0, 2, 3, 1)
+    up = RowUpsampler(source[0], target[0], low)
+    rows = [up.band(low, r0, min(target[0], r0 + band), target[1]) for r0 in range(0, target[0], band)]
+    assert all(r.is_contiguous() for r in rows)
+    torch.testing.assert_close(torch.cat(rows, dim=1).double(), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sharp", [False, True])
+@pytest.mark.parametrize("band_pixels", [40, 1000, 10 ** 6])
+def test_depth_only_bands_match_float64_original_recipe(sharp, band_pixels, monkeypatch):
+    from zoe_lightning.models.bins import ConditionalLogBinomial
+
+    calls = []
+    banded = ConditionalLogBinomial._depth_bands
+    monkeypatch.setattr(ConditionalLogBinomial, "_depth_bands", lambda *a: calls.append(1) or banded(*a))
+
+    torch.manual_seed(3)
+    clb = ConditionalLogBinomial(33, 16, 32)
+    clb.band_pixels = band_pixels  # 40 px: one row per band (and less than a row)
+    if sharp:
+        with torch.no_grad():
+            clb.mlp[2].bias.copy_(torch.tensor([1.0, -1.0, -6.0, 6.0]))
+    # relative at a lower resolution, centres at another one than the condition
+    feats = [torch.rand(2, 32, 23, 40).contiguous(memory_format=torch.channels_last), torch.rand(2, 1, 12, 20)]
+    cond, centers = torch.randn(2, 16, 12, 20), 0.5 + 9 * torch.rand(2, 32, 6, 11)
+    with torch.no_grad():
+        ref_depth, _ = _reference_expected_depth_f64(clb, feats, cond, centers)
+    with torch.inference_mode():
+        depth, probs, up_centers = clb.expected_depth(feats, cond, centers, maps=False)
+        assert calls == [1]  # the banded path ran
+        full, _, _ = clb.expected_depth(feats, cond, centers)
+    assert probs is None and up_centers is None and depth.shape == (2, 1, 23, 40)
+    atol = 5e-4 if sharp else 2e-5
+    torch.testing.assert_close(depth.double(), ref_depth, atol=atol, rtol=0)
+    assert float((depth - full).abs().max()) <= float((full.double() - ref_depth).abs().max()) + atol
+
+
+def test_depth_only_keeps_autograd_when_gradients_are_needed():
+    from zoe_lightning.models.bins import ConditionalLogBinomial
+
+    torch.manual_seed(4)
+    clb = ConditionalLogBinomial(33, 16, 24)
+    feats = [torch.rand(1, 32, 10, 14), torch.rand(1, 1, 10, 14)]
+    cond, centers = torch.randn(1, 16, 5, 7), 0.5 + 9 * torch.rand(1, 24, 5, 7)
+    depth, probs, _ = clb.expected_depth(feats, cond, centers, maps=False)
+    assert probs is None and depth.requires_grad
+    ref, _, _ = clb.expected_depth(feats, cond, centers)
+    g1 = torch.autograd.grad(depth.sum(), clb.mlp[0].weight)[0]
+    g2 = torch.autograd.grad(ref.sum(), clb.mlp[0].weight)[0]
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("kind, gamma", [("inv", 2.0), ("inv", 3.0), ("exp", 2.0)])
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+def test_inplace_attractor_delta_matches_float64_formula_and_keeps_inputs(kind, gamma, aggregation):
+    torch.manual_seed(8)
+    layer = AttractorLayer(8, 3, 8, 0.0, 10.0, False, kind, aggregation, alpha=2.0, gamma=gamma)
+    points, centers = 10 * torch.rand(2, 3, 5, 6), 10 * torch.rand(2, 7, 5, 6)
+    before = points.clone(), centers.clone()
+    with torch.no_grad():
+        delta = layer.delta(points, centers)
+    d = points.double().unsqueeze(2) - centers.double().unsqueeze(1)  # (B, A, N, h, w)
+    m = 2.0 * d.abs() ** gamma
+    expected = (d / (1 + m) if kind == "inv" else d * torch.exp(-m)).sum(1)
+    expected = expected / 3 if aggregation == "mean" else expected
+    torch.testing.assert_close(delta.double(), expected, atol=1e-6, rtol=1e-5)
+    assert torch.equal(points, before[0]) and torch.equal(centers, before[1])
+
+
+@pytest.mark.parametrize("experiment_overrides", [[], ["model.bins=[{name: nyu, n_bins: 16, min_depth: 0.001, "
+                                                       "max_depth: 10}, {name: kitti, n_bins: 16, min_depth: 0.001, "
+                                                       "max_depth: 80}]"], ["model.head.type=splitter"]])
+def test_model_depth_only_output_equals_the_full_output(experiment_overrides):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(*BEIT, *experiment_overrides)).eval()
+    image = torch.rand(3, 3, 32, 48)
+    with torch.inference_mode():
+        full, lean = model(image), model(image, maps=False)
+    assert lean.bin_centers is None and lean.probs is None and full.probs is not None
+    torch.testing.assert_close(lean.metric_depth, full.metric_depth, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.domain_index, full.domain_index)
+
+
+def test_evaluate_and_predict_ask_for_depth_only():
+    from zoe_lightning.evaluate import _model_predict
+
+    model = build_model(tiny_config(*BEIT)).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("maps")), with_kwargs=True)
+    with torch.inference_mode():
+        depth, _ = _model_predict(model, None)(torch.rand(1, 3, 32, 48))
+    assert seen == [False] and depth.shape == (1, 1, 32, 48)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv1x1_gemm_equals_conv2d(layout, bias):

@@ -105,7 +105,8 @@ def _model_predict(model, domain_label: Optional[int]):
     needs_label = router is not None and type(router).__name__ == "LabeledRouter"
 
     def predict(images):
-        kwargs = {}
+        # only depth is needed: the bins heads skip their full-resolution per-bin maps
+        kwargs = {"maps": False} if getattr(model, "head", None) is not None else {}
         if needs_label:
             if domain_label is None:
                 raise UserError("this model routes by domain label (labeled router) but the dataset's domain "

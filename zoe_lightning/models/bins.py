@@ -25,7 +25,7 @@ __all__ = [
     "centers_from_widths",
 ]
 
-from .fastpath import FastPath, pixels, pointwise
+from .fastpath import FastPath, RowUpsampler, pixels, pointwise
 
 ORIGINAL_ALPHA, ORIGINAL_GAMMA = 300.0, 2.0
 
@@ -34,6 +34,12 @@ def _up(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def _capturing() -> bool:
+    """Inside ONNX export, tracing or torch.compile: a graph is being recorded, so shape-dependent
+    Python loops (the banded inference path) would be frozen into it; the full-tensor path is used."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def centers_from_widths(widths: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
@@ -159,6 +165,8 @@ class AttractorLayer(FastPath, nn.Module):
 
     def delta(self, points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Aggregate f(a_k - c_j) over attractors k: (B,A,h,w), (B,N,h,w) -> (B,N,h,w)."""
+        if self.fast_path and not torch.is_grad_enabled() and not torch.is_autocast_enabled(points.device.type):
+            return self._delta_inplace(points, centers)
         if self.memory_efficient and torch.is_grad_enabled() and (points.requires_grad or centers.requires_grad):
             total = _AttractorSum.apply(points, centers, self.kind, self.alpha, self.gamma)
         elif self.memory_efficient:
@@ -168,6 +176,21 @@ class AttractorLayer(FastPath, nn.Module):
         else:
             total = self.fn(points.unsqueeze(2) - centers.unsqueeze(1), self.alpha, self.gamma).sum(dim=1)
         return total / points.shape[1] if self.aggregation == "mean" else total
+
+    def _delta_inplace(self, points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """:meth:`delta` without autograd: one attractor at a time, in place on its own difference
+        tensor (no A x (B,N,h,w) intermediates, a third of the elementwise passes)."""
+        total = None
+        for k in range(points.shape[1]):
+            d = points[:, k:k + 1] - centers
+            if self.kind == "inv" and self.gamma == 2.0:  # d / (1 + alpha d^2): one fused pass for the denominator
+                d.div_(torch.addcmul(d.new_ones(()), d, d, value=self.alpha))
+            elif self.kind == "inv":
+                d.div_(d.abs().pow_(self.gamma).mul_(self.alpha).add_(1.0))
+            else:
+                d.mul_(d.abs().pow_(self.gamma).mul_(-self.alpha).exp_())
+            total = d if total is None else total.add_(d)
+        return total.div_(points.shape[1]) if self.aggregation == "mean" else total
 
     def forward(self, x: torch.Tensor, prev_centers: torch.Tensor,
                 prev_embedding: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -285,8 +308,11 @@ class ConditionalLogBinomial(FastPath, nn.Module):
         temperature = (self.max_temp - self.min_temp) * tau + self.min_temp
         return self.log_binomial_transform(p, temperature)
 
-    def expected_depth(self, features: List[torch.Tensor], condition: torch.Tensor,
-                       centers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    #: output pixels per band of the depth-only path (a band's intermediates stay cache-sized)
+    band_pixels: int = 8192
+
+    def expected_depth(self, features: List[torch.Tensor], condition: torch.Tensor, centers: torch.Tensor,
+                       maps: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Depth = sum_k probs_k * centres_k at the resolution of ``features``.
 
         ``features``: full-resolution maps whose channels concatenate to ``x`` of :meth:`forward`
@@ -301,9 +327,85 @@ class ConditionalLogBinomial(FastPath, nn.Module):
         no full-resolution concatenation is built, 1x1 convolutions are GEMMs over pixels, and the
         softmax over bins runs on contiguous pixel-major logits ``(coeff_k + k logit(p)) / T``
         (the dropped ``(K-1) log(1-p) / T`` is constant over k: softmax is unchanged).
+
+        ``maps=False`` returns ``(depth, None, None)``. With the fast path, outside autograd and
+        autocast, everything is computed in bands of rows (:meth:`_depth_bands`): no full-resolution
+        intermediate is allocated, only the outputs (and no per-bin map at all with ``maps=False``).
         """
         size = features[0].shape[-2:]
         features = [_up(f, size) for f in features]
+        if self.fast_path and not torch.is_grad_enabled() and not torch.is_autocast_enabled(features[0].device.type) \
+                and not _capturing():
+            return self._depth_bands(features, condition, centers, maps)
+        depth, probs, centers = self._expected_depth(features, condition, centers)
+        return (depth, probs, centers) if maps else (depth, None, None)
+
+    def _log_binomial_basis(self, dtype: torch.dtype) -> torch.Tensor:
+        """(2, K) rows ``[coeff_k, k]``: logits are ``[1/T, logit(p)/T] @ basis`` (up to a per-pixel constant)."""
+        lb = self.log_binomial_transform
+        k = lb.k_idx.view(-1).to(dtype)
+        return torch.stack([log_binomial_coefficient(lb.K_minus_1.view(-1).to(dtype), k, lb.stirling), k])
+
+    def _p_and_inverse_temperature(self, s: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """MLP output (..., 4) before softplus -> (logit of the clamped p, 1/T), each (...)."""
+        s = F.softplus(s) + self.p_eps
+        p = s[..., 0] / (s[..., 0] + s[..., 1])
+        tau = s[..., 2] / (s[..., 2] + s[..., 3])
+        inv_t = 1.0 / ((self.max_temp - self.min_temp) * tau + self.min_temp)
+        eps = 1e-4  # LogBinomial's clamp
+        logit = torch.log(torch.clamp(p, eps, 1)) - torch.log(torch.clamp(1 - p, eps, 1))
+        return logit, inv_t
+
+    def _depth_bands(self, features: List[torch.Tensor], condition: torch.Tensor, centers: torch.Tensor,
+                     maps: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Inference, band by band of output rows (the same function as the fast path).
+
+        Per band: the upsampled embedding term (:class:`RowUpsampler`), plus the features' term as
+        one GEMM, GELU, the 4-channel head, the unnormalised softmax weights ``e_k`` and the upsampled
+        centres ``c_k``; depth = sum_k e_k c_k / sum_k e_k. Every intermediate is band-sized; with
+        ``maps`` the probabilities and centres are written into their (channels-last) outputs.
+        """
+        b, _, height, width = features[0].shape
+        conv_in, _, conv_out, _ = self.mlp
+        weight = conv_in.weight.flatten(1)
+        cx = sum(f.shape[1] for f in features)
+        dtype = torch.promote_types(features[0].dtype, torch.float32)
+        cond = F.linear(condition.permute(0, 2, 3, 1), weight[:, cx:], conv_in.bias).contiguous()  # (B,h,w,hid)
+        cen = centers.to(dtype).permute(0, 2, 3, 1).contiguous()  # (B,h,w,K)
+        up_cond = RowUpsampler(cond.shape[1], height, cond)
+        up_cen = up_cond if cen.shape[1] == cond.shape[1] else RowUpsampler(cen.shape[1], height, cen)
+        w_x = weight[:, :cx].t()  # (C_x, hidden)
+        w_out = conv_out.weight.flatten(1)
+        basis = self._log_binomial_basis(dtype)
+        depth = features[0].new_empty(b, height, width, dtype=dtype)
+        n_bins = cen.shape[-1]
+        probs_out = depth.new_empty(b, height, width, n_bins) if maps else None
+        centers_out = depth.new_empty(b, height, width, n_bins) if maps else None
+        step = max(1, self.band_pixels // (b * width))
+        for r0 in range(0, height, step):
+            r1 = min(height, r0 + step)
+            hidden = up_cond.band(cond, r0, r1, width).reshape(b, -1, cond.shape[-1])
+            x = [pixels(f[:, :, r0:r1]) for f in features]
+            x = torch.cat(x, dim=-1) if len(x) > 1 else x[0]  # one GEMM: (B, band, C_x)
+            hidden = torch.ops.aten.gelu_(hidden.baddbmm_(x, w_x.expand(b, -1, -1)))
+            logit, inv_t = self._p_and_inverse_temperature(F.linear(hidden, w_out, conv_out.bias).to(dtype))
+            z = torch.matmul(torch.stack([inv_t, logit.mul_(inv_t)], dim=-1), basis)  # (B, band, K)
+            e = z.sub_(z.amax(dim=-1, keepdim=True)).exp_()
+            c = up_cen.band(cen, r0, r1, width)
+            if maps:
+                centers_out[:, r0:r1] = c
+                probs = torch.div(e, e.sum(dim=-1, keepdim=True), out=probs_out[:, r0:r1].view_as(e))
+                torch.linalg.vecdot(probs, c.reshape_as(e), out=depth[:, r0:r1].view(b, -1))
+            else:
+                num = torch.linalg.vecdot(e, c.reshape_as(e))
+                depth[:, r0:r1] = num.div_(e.sum(dim=-1)).view(b, r1 - r0, width)
+        if not maps:
+            return depth.unsqueeze(1), None, None
+        return depth.unsqueeze(1), probs_out.permute(0, 3, 1, 2), centers_out.permute(0, 3, 1, 2)
+
+    def _expected_depth(self, features: List[torch.Tensor], condition: torch.Tensor,
+                        centers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = features[0].shape[-2:]
         if not self.fast_path:
             probs = self(torch.cat(features, dim=1) if len(features) > 1 else features[0], _up(condition, size))
             centers = _up(centers, size)
@@ -336,16 +438,8 @@ class ConditionalLogBinomial(FastPath, nn.Module):
         # inherit fp32 from the MLP output); a bf16 matmul would round logits of order 1e3
         with torch.autocast(features[0].device.type, enabled=False):
             wide = torch.promote_types(s.dtype, torch.float32)  # bf16 / fp16 -> fp32, fp64 stays
-            s = F.softplus(s.to(wide)) + self.p_eps
-            p = s[..., 0] / (s[..., 0] + s[..., 1])
-            tau = s[..., 2] / (s[..., 2] + s[..., 3])
-            inv_t = 1.0 / ((self.max_temp - self.min_temp) * tau + self.min_temp)
-            lb = self.log_binomial_transform
-            eps = 1e-4
-            logit = torch.log(torch.clamp(p, eps, 1)) - torch.log(torch.clamp(1 - p, eps, 1))
-            k = lb.k_idx.view(-1).to(p.dtype)
-            coeff = log_binomial_coefficient(lb.K_minus_1.view(-1).to(p.dtype), k, lb.stirling)
-            z = torch.matmul(torch.stack([inv_t, logit * inv_t], dim=-1), torch.stack([coeff, k]))  # (B,HW,K)
+            logit, inv_t = self._p_and_inverse_temperature(s.to(wide))
+            z = torch.matmul(torch.stack([inv_t, logit * inv_t], dim=-1), self._log_binomial_basis(wide))  # (B,HW,K)
             if grad:
                 probs = torch.softmax(z, dim=-1)
             else:  # the softmax kernel's own steps, in place

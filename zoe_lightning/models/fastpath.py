@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise"]
+__all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise", "RowUpsampler"]
 
 
 def pixels(x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +55,42 @@ def pointwise(layers: nn.Module, x: torch.Tensor, fast: bool) -> torch.Tensor:
         else:
             x = layer(x)
     return x
+
+
+class RowUpsampler:
+    """Bilinear (``align_corners=True``) upsampling of a pixel-major map, one band of rows at a time.
+
+    ``F.interpolate(x, (H, W), mode="bilinear", align_corners=True)`` restricted to the output rows
+    ``[r0, r1)``: output row ``y`` reads source row ``y (h - 1) / (H - 1)`` linearly interpolated, so a
+    band needs only the source rows around it. The height pass is a small dense matrix product
+    over those rows, the width pass is PyTorch's own kernel on the band. Bilinear interpolation is
+    separable, so the result is the full upsampled map's band (to float rounding) without the
+    full-resolution map ever existing.
+    """
+
+    def __init__(self, source_rows: int, rows: int, like: torch.Tensor) -> None:
+        self.h, self.rows = source_rows, rows
+        scale = (source_rows - 1) / (rows - 1) if rows > 1 else 0.0
+        src = torch.arange(rows, dtype=torch.float64) * scale
+        lo = src.floor().clamp(max=source_rows - 1)
+        frac = src - lo
+        hi = (lo + 1).clamp(max=source_rows - 1)
+        weights = torch.zeros(rows, source_rows, dtype=torch.float64)
+        weights[torch.arange(rows), lo.long()] += 1 - frac
+        weights[torch.arange(rows), hi.long()] += frac
+        self.lo, self.hi = lo.long().tolist(), hi.long().tolist()
+        self.weights = weights.to(device=like.device, dtype=like.dtype)
+
+    def band(self, low: torch.Tensor, r0: int, r1: int, width: int) -> torch.Tensor:
+        """Rows ``[r0, r1)`` of ``low`` (B, h, w, C) contiguous upsampled to (B, r1 - r0, width, C)."""
+        s0, s1 = self.lo[r0], self.hi[r1 - 1] + 1
+        b, _, w, c = low.shape
+        rows = torch.matmul(self.weights[r0:r1, s0:s1], low[:, s0:s1].reshape(b, s1 - s0, w * c))
+        rows = rows.view(b, r1 - r0, w, c)
+        if w == width:
+            return rows
+        out = F.interpolate(rows.permute(0, 3, 1, 2), size=(r1 - r0, width), mode="bilinear", align_corners=True)
+        return out.permute(0, 2, 3, 1)  # contiguous: the kernel keeps the channels-last layout
 
 
 class FastPath:

@@ -117,8 +117,9 @@ class MetricHead(nn.Module):
         return torch.cat([out_conv, _up(relative, out_conv.shape[-2:])], dim=1)
 
     # Every registered head defines
-    #   forward_domain(name, shared, out_conv, relative, index=None) -> HeadOutput
-    # running domain ``name`` on the images ``index`` of the batch (all images when None).
+    #   forward_domain(name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput
+    # running domain ``name`` on the images ``index`` of the batch (all images when None);
+    # ``maps=False``: only depth is needed (bin centres / probabilities may be left None).
 
 
 class _BinsHead(MetricHead):
@@ -141,11 +142,12 @@ class _BinsHead(MetricHead):
         x0 = self.conv2(bottleneck)
         return SharedFeatures(x0, self.seed_projector(x0), [p(f) for p, f in zip(self.projectors, fusion)])
 
-    def _finish(self, name, last_embedding, centers, out_conv, relative, index) -> HeadOutput:
+    def _finish(self, name, last_embedding, centers, out_conv, relative, index, maps) -> HeadOutput:
         feats = [_select(out_conv, index)]
         if self.settings.use_relative_input:
             feats.append(_select(relative, index))
-        depth, probs, centers = self.conditional_log_binomial[name].expected_depth(feats, last_embedding, centers)
+        depth, probs, centers = self.conditional_log_binomial[name].expected_depth(feats, last_embedding, centers,
+                                                                                   maps)
         return HeadOutput(depth, centers, probs)
 
 
@@ -176,7 +178,7 @@ class MetricBinsHead(_BinsHead):
             for d in self.domains
         })
 
-    def forward_domain(self, name, shared, out_conv, relative, index=None) -> HeadOutput:
+    def forward_domain(self, name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput:
         domain = self.domain_by_name[name]
         seed = self.seed_bin_regressors[name](_select(shared.x0, index))
         prev = (seed - domain.min_depth) / (domain.max_depth - domain.min_depth) if self.attractor_normed else seed
@@ -186,7 +188,7 @@ class MetricBinsHead(_BinsHead):
             embedding = _select(embedding, index)
             prev, centers = layer(embedding, prev, prev_embedding)
             prev_embedding = embedding
-        return self._finish(name, prev_embedding, centers, out_conv, relative, index)
+        return self._finish(name, prev_embedding, centers, out_conv, relative, index, maps)
 
 
 @register_head("splitter")
@@ -216,7 +218,7 @@ class SplitterHead(_BinsHead):
             for d in self.domains
         })
 
-    def forward_domain(self, name, shared, out_conv, relative, index=None) -> HeadOutput:
+    def forward_domain(self, name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput:
         raw = self.seed_bin_regressors[name]._net(_select(shared.x0, index)) + 1e-3
         widths = raw / raw.sum(dim=1, keepdim=True)
         prev_embedding = _select(shared.seed_embedding, index)
@@ -225,7 +227,7 @@ class SplitterHead(_BinsHead):
             embedding = _select(embedding, index)
             widths, centers = layer(embedding, widths, prev_embedding)
             prev_embedding = embedding
-        return self._finish(name, prev_embedding, centers, out_conv, relative, index)
+        return self._finish(name, prev_embedding, centers, out_conv, relative, index, maps)
 
 
 @register_head("naive")
@@ -242,6 +244,6 @@ class NaiveHead(MetricHead):
             for d in self.domains
         })
 
-    def forward_domain(self, name, shared, out_conv, relative, index=None) -> HeadOutput:
+    def forward_domain(self, name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput:
         feats = self.final_features(_select(out_conv, index), _select(relative, index))
         return HeadOutput(self.regressors[name](feats))

@@ -139,37 +139,42 @@ class ZoeDepth(_GroupsMixin, _FrozenBNMixin, nn.Module):
         return self.head.domain_names
 
     def forward(self, image: torch.Tensor, domain: Optional[torch.Tensor] = None, prepped: bool = False,
-                return_probs: bool = True) -> ZoeDepthOutput:
-        """``image`` (B,3,H,W) in [0,1]; ``domain`` (B,) head labels for labeled / trained routing."""
+                maps: bool = True) -> ZoeDepthOutput:
+        """``image`` (B,3,H,W) in [0,1]; ``domain`` (B,) head labels for labeled / trained routing.
+
+        ``maps=False`` leaves ``bin_centers`` / ``probs`` None: in inference the bins heads then
+        compute depth band by band without any full-resolution per-bin map (evaluate / predict)."""
         core = self.core(image if prepped else self.prep(image))
         shared = self.head.shared(core.bottleneck, core.fusion)
         batch = image.shape[0]
         names = self.domains
         if self.router is None:
-            out = self.head.forward_domain(names[0], shared, core.out_conv, core.relative_depth)
+            out = self.head.forward_domain(names[0], shared, core.out_conv, core.relative_depth, maps=maps)
             index = torch.zeros(batch, dtype=torch.long, device=image.device)
-            return self._output(out, core.relative_depth, None, index, return_probs)
+            return self._output(out, core.relative_depth, None, index)
         route = self.router(shared.x0, domain)
         if route.weights is not None:  # soft mixture (auto router in training)
-            outs = [self.head.forward_domain(n, shared, core.out_conv, core.relative_depth) for n in names]
+            outs = [self.head.forward_domain(n, shared, core.out_conv, core.relative_depth, maps=maps)
+                    for n in names]
             depth = sum(route.weights[:, i].view(-1, 1, 1, 1) * o.depth for i, o in enumerate(outs))
             picked = self._gather(outs, route.index)
             picked.depth = depth
-            return self._output(picked, core.relative_depth, route.logits, route.index, return_probs)
+            return self._output(picked, core.relative_depth, route.logits, route.index)
         used = torch.unique(route.index).tolist()
         if len(used) == 1:
-            out = self.head.forward_domain(names[used[0]], shared, core.out_conv, core.relative_depth)
+            out = self.head.forward_domain(names[used[0]], shared, core.out_conv, core.relative_depth, maps=maps)
         else:
             parts = {}
             for d in used:
                 idx = (route.index == d).nonzero().view(-1)
-                parts[d] = (idx, self.head.forward_domain(names[d], shared, core.out_conv, core.relative_depth, idx))
+                parts[d] = (idx, self.head.forward_domain(names[d], shared, core.out_conv, core.relative_depth,
+                                                          idx, maps))
             out = self._combine(parts, batch)
-        return self._output(out, core.relative_depth, route.logits, route.index, return_probs)
+        return self._output(out, core.relative_depth, route.logits, route.index)
 
     @staticmethod
-    def _output(out: HeadOutput, relative, logits, index, return_probs: bool) -> ZoeDepthOutput:
-        return ZoeDepthOutput(out.depth, relative, out.bin_centers, out.probs if return_probs else None, logits, index)
+    def _output(out: HeadOutput, relative, logits, index) -> ZoeDepthOutput:
+        return ZoeDepthOutput(out.depth, relative, out.bin_centers, out.probs, logits, index)
 
     @staticmethod
     def _combine(pieces: Dict[int, Tuple[torch.Tensor, HeadOutput]], batch: int) -> HeadOutput:
@@ -216,12 +221,19 @@ def _head_settings(mcfg, multi: bool) -> HeadSettings:
     )
 
 
+def _plain(node) -> Dict:
+    """A config mapping as plain Python containers (timm wants real lists / tuples, not ListConfig)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
 def build_core(mcfg) -> DPTCore:
     return DPTCore(
         mcfg.backbone, list(mcfg.img_size), mcfg.features, mcfg.readout,
         list(mcfg.hooks) if mcfg.hooks is not None else None,
         list(mcfg.reassemble_channels) if mcfg.reassemble_channels is not None else None,
-        dict(mcfg.backbone_kwargs) if mcfg.backbone_kwargs else None,
+        _plain(mcfg.backbone_kwargs) if mcfg.backbone_kwargs else None,
     )
 
 
