@@ -120,6 +120,12 @@ HF_BACKBONES = {
     "beit_large_patch16_384": ("beit", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                             intermediate_size=4096, image_size=384, out_indices=[6, 12, 18, 24]),
                                [256, 512, 1024, 1024]),
+    # SwinV2-T with 8x8 windows: at 384x512 every stage (96x128 ... 12x16) is a whole number of
+    # windows. With 16x16 windows stages 3-4 need padding, which HF and timm do differently (HF pads
+    # before the cyclic shift and keeps square windows; timm shifts first and clamps each side), so
+    # the two would compute different functions.
+    "swinv2_tiny_window8_256": ("swinv2", dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                                               window_size=8), [96, 192, 384, 768]),
     "swinv2_tiny_window16_256": ("swinv2", dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
                                                 window_size=16), [96, 192, 384, 768]),
 }
@@ -183,7 +189,7 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
         pixel_values = (image - 0.5) / 0.5
         with torch.inference_mode():
             ref_depth = hf(pixel_values=pixel_values).predicted_depth
-            our_depth = ours(image).metric_depth
+            our_depth = ours(image, maps=False).metric_depth
         if "converted" in how:
             checked = float((ref_depth.reshape(-1) - our_depth.reshape(-1)).abs().max())
             note.append(f"outputs checked first: max |ours - peer| = {checked:.2e} m on a depth map with "
@@ -197,17 +203,18 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
             with torch.no_grad():
                 hf(pixel_values=pixel_values)
 
-        def infer(model):
+        def infer(model, maps=False):
+            # the peer returns depth only; ours the same way (what evaluate / predict call)
             def run():
                 with torch.inference_mode():
-                    model(image)
+                    model(image, maps=maps)
             return run
 
         def ours_nograd():
             with torch.no_grad():
-                ours(image)
+                ours(image, maps=False)
 
-        candidates = {"peer": peer, "ours": infer(ours)}
+        candidates = {"peer": peer, "ours": infer(ours), "ours_maps": infer(ours, maps=True)}
         if ablations:  # what each default switch buys (first backbone only): copies with one switch off
             import copy
 
@@ -221,7 +228,10 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
             candidates["ours_no_grad"] = ours_nograd
         times = interleaved_times(candidates, reps, warmup, device)
         t_peer, t_ours = times["peer"], times["ours"]
-        extra = {"times_ours": t_ours["times"], "times_peer": t_peer["times"], "max_abs_diff": checked}
+        extra = {"times_ours": t_ours["times"], "times_peer": t_peer["times"], "max_abs_diff": checked,
+                 "ours_with_maps_s": times["ours_maps"]["median"]}
+        note.append(f"ours returning the per-bin maps too (model(image) default, maps=True): "
+                    f"{extra['ours_with_maps_s']:.3f} s (ratio {extra['ours_with_maps_s'] / t_peer['median']:.3f})")
         if no_grad:
             extra["ours_no_grad_s"] = times["ours_no_grad"]["median"]
             note.append(f"ours under no_grad instead of inference_mode: {extra['ours_no_grad_s']:.3f} s")
@@ -232,7 +242,7 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
                         f"with model.channels_last=false: {t_nchw:.3f} s (ratio {t_nchw / t_peer['median']:.3f})")
             ablations = False
         rows.append(row(1, f"inference ZoeD-N {backbone} {size[0]}x{size[1]} batch 1 (ours with its defaults, "
-                           f"inference_mode, vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
+                           f"depth only, inference_mode, vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
                         **extra))
         del hf, ours
         gc.collect()
@@ -413,26 +423,27 @@ def bench_head(backbone: str, size: Sequence[int], reps: int, warmup: int, devic
         with torch.inference_mode():
             model.core.pretrained(x)
 
-    def head_fn():
+    def head_fn(maps: bool):
         with torch.inference_mode():
             shared = model.head.shared(core.bottleneck, core.fusion)
-            model.head.forward_domain(name, shared, core.out_conv, core.relative_depth)
+            model.head.forward_domain(name, shared, core.out_conv, core.relative_depth, maps=maps)
 
     def core_fn():
         with torch.inference_mode():
             model.core(x)
 
-    def head_variant(fast: bool, efficient: bool):
+    def head_variant(fast: bool, efficient: bool, maps: bool):
         def run():
             _set_memory_efficient(model, efficient)
             for m in model.head.modules():
                 if isinstance(m, FastPath):
                     m.fast_path = fast
-            head_fn()
+            head_fn(maps)
         return run
 
-    variants = {"ours (model.fast_path, memory-efficient attractors)": (True, True),
-                "original op order, full attractor tensors": (False, False)}
+    variants = {"ours, depth only (maps=False: evaluate / predict)": (True, True, False),
+                "ours, with the per-bin maps (model(image) default)": (True, True, True),
+                "original op order, full attractor tensors": (False, False, True)}
     times = interleaved_times({"backbone": backbone_fn, "core": core_fn,
                                **{label: head_variant(*flags) for label, flags in variants.items()}},
                               reps, warmup, device)

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--size", default="384x512", help="input size of rows 1 and 3")
     p.add_argument("--backbones", default=None,
-                   help="row 1 backbones (default beit_base_patch16_384,swinv2_tiny_window16_256; + BEiT-L on cuda)")
+                   help="row 1 backbones (default beit_base_patch16_384,swinv2_tiny_window8_256; + BEiT-L on cuda)")
     p.add_argument("--head-backbones", default=None,
                    help="row 3 backbones (default beit_large_patch16_384 (the released ZoeD-N's) and the first row-1 "
                         "backbone)")
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.reps, args.warmup = min(args.reps, 2), 1
     backbones = (args.backbones.split(",") if args.backbones else
-                 ["beit_base_patch16_384", "swinv2_tiny_window16_256"] + (["beit_large_patch16_384"] if gpu else []))
+                 ["beit_base_patch16_384", "swinv2_tiny_window8_256"] + (["beit_large_patch16_384"] if gpu else []))
     train_backbone = args.train_backbone or ("beit_large_patch16_384" if gpu else "beit_base_patch16_384")
     train_size = bm.parse_size(args.train_size or ("384x512" if gpu else "128x160"))
     train_batch = args.train_batch or (16 if gpu else 2)

@@ -130,3 +130,66 @@ def test_release_size_hf_models_map_onto_the_presets(variant):
         expected = hf(pixel_values=(x - 0.5) / 0.5).predicted_depth
         got = ours(x).metric_depth[:, 0]
     assert ((got - expected).abs() / expected.abs().clamp_min(1e-6)).max().item() < 1e-4
+
+
+def hf_swinv2_model(seed: int = 0, window: int = 2, size=(96, 128)):
+    """A tiny HF ZoeDepth on a SwinV2 backbone (stage outputs, no reassemble stage)."""
+    from transformers import Swinv2Config, ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    torch.manual_seed(seed)
+    backbone = Swinv2Config(image_size=size, patch_size=4, embed_dim=8, depths=[2, 2, 2, 2],
+                            num_heads=[1, 2, 2, 4], window_size=window,
+                            out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = ZoeDepthConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 64], fusion_hidden_size=32,
+                            bottleneck_features=32, num_relative_features=32, bin_embedding_dim=16,
+                            bin_configurations=[dict(BINS[0])])
+    model = ZoeDepthForDepthEstimation(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_hf_swinv2_backbone_parity(tmp_path, recwarn):
+    # 96x128 with 4x4 patches and 2x2 windows: stages of 24x32, 12x16, 6x8 and 3x4 tokens, the last
+    # padded to whole (shifted) windows
+    hf = hf_swinv2_model()
+    ours = from_hf(hf)
+    assert type(ours.core.pretrained.model).__name__ == "SwinTransformerV2"
+    assert list(ours.core.pretrained.model.patch_embed.img_size) == [96, 128]
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(pixel_values=(x - 0.5) / 0.5).predicted_depth
+        got = ours(x).metric_depth[:, 0]
+        hf.save_pretrained(tmp_path)
+        folder_model, cfg = load_model_and_config(tmp_path)
+        again = folder_model(x).metric_depth[:, 0]
+    assert expected.std() > 0
+    for depth in (got, again):
+        assert float(((depth - expected).abs() / expected.abs()).max()) < 1e-4
+    assert cfg.model.backbone_kwargs.window_size == 2 and cfg.model.hooks is None
+    assert not [w for w in recwarn if "SwinV2" in str(w.message)]
+
+
+@pytest.mark.parametrize("size, match", [((64, 96), "square"), ((160, 224), "padded by 3")])
+def test_hf_swinv2_window_mismatch_warns_and_is_real(size, match):
+    # 64x96, 4x4 windows: the last stage (2x3 tokens) is below a window: HF's square 2x2 window vs
+    # timm's 2x3; 160x224: the last stage (5x7) pads 3 rows for a shift of 2
+    hf = hf_swinv2_model(window=4, size=size)
+    with pytest.warns(UserWarning, match=match):
+        ours = from_hf(hf)
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = hf.backbone(pixel_values=(x - 0.5) / 0.5).feature_maps[-1]
+        b = ours.core.pretrained(ours.prep(x))[-1]
+    assert float((a - b).abs().max()) > 1e-2  # the warning is not a false alarm
+
+
+def test_hf_swinv2_with_mismatching_neck_is_an_error():
+    from zoe_lightning.errors import UserError
+    from zoe_lightning.models.checkpoints import hf_config_to_overrides
+
+    config = hf_swinv2_model().config.to_dict()
+    config["neck_hidden_sizes"] = [8, 16, 32, 32]
+    with pytest.raises(UserError, match="stage widths"):
+        hf_config_to_overrides(config)

@@ -31,6 +31,7 @@ import json
 import math
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -580,7 +581,6 @@ def _seq(conv: str) -> int:  # HF conv1 / conv2 / conv3 -> index 0 / 2 / 4 of an
 # file layout (facts §7.3, inverted) -> this project's keys; applied in order, first match wins
 _HF_RULES = [
     (r"^backbone\.embeddings\.cls_token$", "core.pretrained.model.cls_token"),
-    (r"^backbone\.embeddings\.patch_embeddings\.projection\.", "core.pretrained.model.patch_embed.proj."),
     (r"^backbone\.encoder\.layer\.(\d+)\.lambda_(\d)$", r"core.pretrained.model.blocks.\1.gamma_\2"),
     (r"^backbone\.encoder\.layer\.(\d+)\.layernorm_before\.", r"core.pretrained.model.blocks.\1.norm1."),
     (r"^backbone\.encoder\.layer\.(\d+)\.layernorm_after\.", r"core.pretrained.model.blocks.\1.norm2."),
@@ -589,6 +589,25 @@ _HF_RULES = [
      r"relative_position_bias_table$", r"core.pretrained.model.blocks.\1.attn.relative_position_bias_table"),
     (r"^backbone\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"core.pretrained.model.blocks.\1.mlp.fc1."),
     (r"^backbone\.encoder\.layer\.(\d+)\.output\.dense\.", r"core.pretrained.model.blocks.\1.mlp.fc2."),
+    # SwinV2 (HF's blocks "layers.i.blocks.j"; its patch merging ends stage i, timm's starts stage i + 1)
+    (r"^backbone\.embeddings\.patch_embeddings\.projection\.", "core.pretrained.model.patch_embed.proj."),
+    (r"^backbone\.embeddings\.norm\.", "core.pretrained.model.patch_embed.norm."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.logit_scale$",
+     r"core.pretrained.model.layers.\1.blocks.\2.attn.logit_scale"),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.continuous_position_bias_mlp\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.attn.cpb_mlp."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.attn.proj."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_before\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.norm1."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_after\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.norm2."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.mlp.fc1."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.",
+     r"core.pretrained.model.layers.\1.blocks.\2.mlp.fc2."),
+    (r"^backbone\.encoder\.layers\.(\d+)\.downsample\.",
+     lambda m: f"core.pretrained.model.layers.{_up1(m[1])}.downsample."),
     (r"^neck\.reassemble_stage\.readout_projects\.(\d+)\.0\.", lambda m: f"{_POST}{_up1(m[1])}.0.project.0."),
     (r"^neck\.reassemble_stage\.layers\.(\d+)\.projection\.", lambda m: f"{_POST}{_up1(m[1])}.3."),
     (r"^neck\.reassemble_stage\.layers\.(\d+)\.resize\.", lambda m: f"{_POST}{_up1(m[1])}.4."),
@@ -618,7 +637,9 @@ _HF_RULES_C = [(re.compile(p), r) for p, r in _HF_RULES]
 _HF_QKV = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$")
 _HF_ROUTER_QKV = re.compile(
     r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\.(query|key|value)\.(weight|bias)$")
-_HF_DROPPED = re.compile(r"(relative_position_index|\.k_idx|\.k_minus_1)$")
+_HF_SWIN_QKV = re.compile(
+    r"^backbone\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_HF_DROPPED = re.compile(r"(relative_position_index|relative_coords_table|\.k_idx|\.k_minus_1)$")
 
 
 def _hf_normalise(state: StateDict) -> StateDict:
@@ -650,6 +671,10 @@ def hf_state_to_ours(state: StateDict, domain: Optional[str], source: str = "HF 
     for k, v in state.items():
         if _HF_DROPPED.search(k):
             continue
+        m = _HF_SWIN_QKV.match(k)
+        if m:
+            qkv.setdefault(("swin", f"{m[1]}.blocks.{m[2]}"), {})[f"{m[3]}.{m[4]}"] = v
+            continue
         m = _HF_QKV.match(k) or _HF_ROUTER_QKV.match(k)
         if m:
             kind = "beit" if k.startswith("backbone.") else "router"
@@ -673,11 +698,11 @@ def hf_state_to_ours(state: StateDict, domain: Optional[str], source: str = "HF 
         if any(p not in parts for p in need):
             raise UserError(f"{source}: layer {layer} lacks one of the query / key / value weights")
         weight = torch.cat([parts[p] for p in need], dim=0)
-        if kind == "beit":
-            base = f"core.pretrained.model.blocks.{layer}.attn."
+        if kind in ("beit", "swin"):
+            base = f"core.pretrained.model.{'blocks' if kind == 'beit' else 'layers'}.{layer}.attn."
             out[base + "qkv.weight"] = weight
             if "key.bias" in parts and bool(parts["key.bias"].abs().max() > 0):
-                raise UserError(f"{source}: BEiT layer {layer} has a non-zero key bias, which BEiT does not use")
+                raise UserError(f"{source}: {kind} layer {layer} has a non-zero key bias, which it does not use")
             if "query.bias" in parts:
                 out[base + "q_bias"] = parts["query.bias"]
             if "value.bias" in parts:
@@ -705,8 +730,8 @@ def hf_config_to_overrides(hf: Mapping, source: str = "config.json") -> List[str
     if hf.get("model_type", "zoedepth") != "zoedepth":
         raise UserError(f"{source}: model_type is '{hf.get('model_type')}', expected 'zoedepth'")
     bb = dict(hf.get("backbone_config") or {})
-    if bb.get("model_type", "beit") != "beit":
-        raise UserError(f"{source}: backbone '{bb.get('model_type')}' is not supported (only BEiT backbones)")
+    if bb.get("model_type", "beit") not in ("beit", "swinv2"):
+        raise UserError(f"{source}: backbone '{bb.get('model_type')}' is not supported (BEiT and SwinV2 backbones)")
     checks = {"add_projection": False, "use_batch_norm_in_fusion_residual": False, "head_in_index": -1}
     for key, want in checks.items():
         if hf.get(key, want) != want:
@@ -725,7 +750,9 @@ def hf_config_to_overrides(hf: Mapping, source: str = "config.json") -> List[str
     hooks = [int(i) - 1 for i in out_indices]
     width, heads = int(full["hidden_size"]), int(full["num_attention_heads"])
     ovr: List[str] = []
-    if full == _BEIT_RELEASE:
+    if bb.get("model_type") == "swinv2":
+        ovr += _hf_swinv2_overrides(bb, hf, out_indices, source)
+    elif full == _BEIT_RELEASE:
         ovr.append("model.backbone=beit_large_patch16_384")
     else:
         scale = bb.get("layer_scale_init_value", 0.1)
@@ -735,9 +762,11 @@ def hf_config_to_overrides(hf: Mapping, source: str = "config.json") -> List[str
                       init_values=float(scale) if scale and float(scale) > 0 else None)
         ovr += ["model.backbone=beit_base_patch16_384",
                 "model.backbone_kwargs={" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in kwargs.items()) + "}"]
-    ovr += [f"model.hooks=[{', '.join(map(str, hooks))}]",
-            f"model.reassemble_channels=[{', '.join(str(int(c)) for c in hf.get('neck_hidden_sizes'))}]",
-            f"model.features={features}", f"model.readout={_hf_get(hf, 'readout_type', 'project')}"]
+    if bb.get("model_type") != "swinv2":
+        ovr += [f"model.hooks=[{', '.join(map(str, hooks))}]",
+                f"model.reassemble_channels=[{', '.join(str(int(c)) for c in hf.get('neck_hidden_sizes'))}]",
+                f"model.readout={_hf_get(hf, 'readout_type', 'project')}"]
+    ovr.append(f"model.features={features}")
     bins = list(_hf_get(hf, "bin_configurations", [{"n_bins": 64, "min_depth": 1e-3, "max_depth": 10.0}]))
     multi = len(bins) > 1
     names = [str(b.get("name") or ("nyu" if i == 0 else f"domain{i}")) for i, b in enumerate(bins)]
@@ -786,6 +815,60 @@ def hf_config_to_overrides(hf: Mapping, source: str = "config.json") -> List[str
             f"model.router.ffn_dim={int(_hf_get(hf, 'patch_transformer_intermediate_size', 1024))}",
         ]
     return ovr
+
+
+def _swin_window_mismatch(h: int, w: int, window: int, stages: int) -> Optional[str]:
+    """Why HF's and timm's shifted windows differ on stages starting at ``h`` x ``w`` tokens, or None.
+
+    HF takes one square window ``min(h, window)`` and the height's shift for both sides and pads
+    before the cyclic shift; timm clamps each side on its own and pads after the shift. They agree
+    when the windows and shifts come out the same and every padding is zero or exactly the shift
+    (the padded rows then fall in their own masked region in both).
+    """
+    shift = window // 2
+    for stage in range(1, stages + 1):
+        hf_win, hf_shift = min(h, window), (0 if h <= window else shift)
+        for side, n in (("height", h), ("width", w)):
+            win, sh = min(n, window), (0 if n <= window else shift)
+            if (win, sh) != (hf_win, hf_shift):
+                return (f"stage {stage} has {h}x{w} tokens; HF uses a square {hf_win}x{hf_win} window with shift "
+                        f"{hf_shift}, timm a {win}-token window with shift {sh} along the {side}")
+            pad = -n % win
+            if sh and pad not in (0, sh):
+                return (f"stage {stage} has {h}x{w} tokens; its {side} is padded by {pad} to whole {win}-token "
+                        f"windows, before the cyclic shift ({sh}) in HF and after it in timm")
+        h, w = -(-h // 2), -(-w // 2)
+    return None
+
+
+def _hf_swinv2_overrides(bb: Mapping, hf: Mapping, out_indices: Sequence[int], source: str) -> List[str]:
+    """A timm SwinV2 with the HF backbone's hyper-parameters (stage outputs, no reassemble)."""
+    if list(out_indices) != [1, 2, 3, 4]:
+        raise UserError(f"{source}: a SwinV2 backbone must expose stage1-stage4, got {list(out_indices)}")
+    if bb.get("use_absolute_embeddings"):
+        raise UserError(f"{source}: SwinV2 with absolute position embeddings is not supported")
+    if str(bb.get("hidden_act", "gelu")) != "gelu":
+        raise UserError(f"{source}: SwinV2 hidden_act '{bb.get('hidden_act')}' is not supported (gelu)")
+    dim, depths = int(bb.get("embed_dim", 96)), [int(d) for d in bb.get("depths", [2, 2, 6, 2])]
+    widths = [dim * 2 ** i for i in range(len(depths))]
+    if [int(c) for c in hf.get("neck_hidden_sizes") or []] != widths:
+        raise UserError(f"{source}: neck_hidden_sizes {hf.get('neck_hidden_sizes')} do not match the SwinV2 "
+                        f"stage widths {widths}")
+    size = bb.get("image_size", 256)
+    size = [int(size), int(size)] if isinstance(size, (int, float)) else [int(x) for x in size]
+    window, patch = int(bb.get("window_size", 8)), int(bb.get("patch_size", 4))
+    why = _swin_window_mismatch(-(-size[0] // patch), -(-size[1] // patch), window, len(depths))
+    if why:
+        warnings.warn(f"{source}: at image_size {size[0]}x{size[1]} HF's SwinV2 and timm's compute different "
+                      f"functions: {why}", UserWarning, stacklevel=2)
+    kwargs = dict(embed_dim=dim, depths=depths, num_heads=[int(h) for h in bb.get("num_heads", [3, 6, 12, 24])],
+                  window_size=window, patch_size=patch,
+                  mlp_ratio=float(bb.get("mlp_ratio", 4.0)), qkv_bias=bool(bb.get("qkv_bias", True)),
+                  pretrained_window_sizes=[int(w) for w in bb.get("pretrained_window_sizes", [0, 0, 0, 0])],
+                  num_classes=0)
+    return ["model.backbone=swinv2_tiny_window8_256", f"model.img_size=[{size[0]}, {size[1]}]",
+            "model.hooks=null", "model.reassemble_channels=null",
+            "model.backbone_kwargs={" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in kwargs.items()) + "}"]
 
 
 def _hf_release_preset(hf: Mapping) -> Optional[str]:
