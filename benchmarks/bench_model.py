@@ -284,8 +284,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def train_worker(spec: Dict) -> Dict:
-    """One training-step variant: returns times and the peak extra memory of one step."""
+def _train_step_fn(spec: Dict):
+    """(step function, losses list) of one row-2 variant: model, AdamW state and a fixed batch."""
     from zoe_lightning.losses import silog_loss
     from zoe_lightning.models import build_model
     from zoe_lightning.modules.base import make_adamw
@@ -318,6 +318,14 @@ def train_worker(spec: Dict) -> Dict:
         opt.zero_grad(set_to_none=False)  # gradients stay allocated: part of the static state
         losses.append(float(loss))
 
+    return step, losses
+
+
+def train_worker(spec: Dict) -> Dict:
+    """One training-step variant in its own process: times and the peak extra memory of one step."""
+    device = spec["device"]
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    step, losses = _train_step_fn(spec)
     for _ in range(int(spec["warmup"])):
         step()
     gc.collect()
@@ -355,15 +363,30 @@ def train_worker(spec: Dict) -> Dict:
             "peak_bytes": peak, "memory_method": method, "losses": losses, "static_bytes": base}
 
 
-def run_train_variant(spec: Dict, timeout: int = 1800) -> Dict:
+def train_times_worker(specs: List[Dict]) -> Dict:
+    """Every variant in one process, timed round-robin (one step of each in turn), so that a
+    shared machine's drift hits all variants alike. Returns {variant: {times, losses}}."""
+    steps = {spec["variant"]: _train_step_fn(spec) for spec in specs}
+    warmup, reps = int(specs[0]["warmup"]), int(specs[0]["reps"])
+    device = specs[0]["device"]
+    times = interleaved_times({v: fn for v, (fn, _) in steps.items()}, reps, warmup, device)
+    return {v: {"times": times[v]["times"], "median_s": times[v]["median"], "losses": losses}
+            for v, (_, losses) in steps.items()}
+
+
+def _run_worker(kind: str, payload, timeout: int) -> Dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "train", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(payload)],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=str(ROOT))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"variant": spec["variant"], "error": tail[0][:200]}
+        return {"error": tail[0][:200]}
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def run_train_variant(spec: Dict, timeout: int = 1800) -> Dict:
+    return {"variant": spec["variant"], **_run_worker("train", spec, timeout)}
 
 
 def bench_train(models: Sequence[str], backbone: str, size: Sequence[int], batch: int, reps: int, warmup: int,
@@ -372,12 +395,21 @@ def bench_train(models: Sequence[str], backbone: str, size: Sequence[int], batch
     rows = []
     experiments = {"N": "zoed_m12_n", "NK": "zoed_m12_nk"}
     for name in models:
-        results = {}
+        results, specs = {}, []
         for variant in variants:
             spec = {"experiment": experiments[name], "backbone": backbone, "size": list(size), "batch": batch,
                     "reps": reps, "warmup": warmup, "device": device, "variant": variant,
                     "overrides": TRAIN_VARIANTS[variant], "threads": threads or torch.get_num_threads()}
-            results[variant] = run_train_variant(spec)
+            specs.append(spec)
+            # peak memory: each variant alone in a fresh process (one timed step is enough)
+            results[variant] = run_train_variant(dict(spec, reps=1))
+        # time: all variants in one process, round-robin
+        timed = _run_worker("train_times", specs, 3600)
+        for variant, res in results.items():
+            if "error" in timed:
+                res.setdefault("error", f"timing worker: {timed['error']}")
+            elif "error" not in res:
+                res.update(median_s=timed[variant]["median_s"], times=timed[variant]["times"])
         base = results.get("original", {})
         for variant, res in results.items():
             if variant == "original":
@@ -628,5 +660,7 @@ def bench_metrics(n_maps: int, reps: int, warmup: int, device: str = "cpu", chun
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker" and sys.argv[2] == "train":
         print("RESULT " + json.dumps(train_worker(json.loads(sys.argv[3]))), flush=True)
+    elif len(sys.argv) == 4 and sys.argv[1] == "--worker" and sys.argv[2] == "train_times":
+        print("RESULT " + json.dumps(train_times_worker(json.loads(sys.argv[3]))), flush=True)
     else:
         sys.exit("run benchmarks/run.py; this file is a library (and the row-2 worker)")
