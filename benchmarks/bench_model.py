@@ -3,10 +3,11 @@
 Every function returns a list of row dicts: ``row``, ``name``, ``ours``, ``ref`` (the peer or the
 original-style baseline, same unit), ``unit``, ``ratio`` (ours / ref), ``goal`` (max ratio) and
 ``note``. Timings are medians over ``reps`` repetitions after ``warmup`` un-timed runs, all in
-the calling process, except the training-step variants (row 2), each of which runs in a fresh
-subprocess so that its peak memory can be read from the kernel (see ``peak_memory_note``).
+the calling process, except the training-step variants (row 2): each runs once in a fresh
+subprocess so that its peak memory can be read from the kernel (see ``peak_memory_note``), and
+all of them run together in one more subprocess for the step times, stepped round-robin.
 
-Run directly only as a worker: ``python benchmarks/bench_model.py --worker train '<json>'``.
+Run directly only as a worker: ``python benchmarks/bench_model.py --worker train|train_times '<json>'``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ peak_memory_note = (
     "the model, AdamW state and gradients (kept allocated: zero_grad(set_to_none=False)), runs its "
     "warm-up step, then resets the kernel's high-water mark "
     "(/proc/self/clear_refs) and reports VmHWM - VmRSS around one step (ru_maxrss fallback); "
-    "on CUDA torch.cuda.max_memory_allocated - memory_allocated"
+    "on CUDA torch.cuda.max_memory_allocated - memory_allocated. Row 2 step times: all variants in one "
+    "process, one step of each in turn (round-robin), so drift of a shared machine hits all alike"
 )
 
 
