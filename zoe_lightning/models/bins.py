@@ -308,7 +308,7 @@ class ConditionalLogBinomial(FastPath, nn.Module):
         temperature = (self.max_temp - self.min_temp) * tau + self.min_temp
         return self.log_binomial_transform(p, temperature)
 
-    #: output pixels per band of the depth-only path (a band's intermediates stay cache-sized)
+    #: output pixels per band of the banded inference path (a band's intermediates stay cache-sized)
     band_pixels: int = 8192
 
     def expected_depth(self, features: List[torch.Tensor], condition: torch.Tensor, centers: torch.Tensor,

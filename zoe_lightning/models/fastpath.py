@@ -69,7 +69,6 @@ class RowUpsampler:
     """
 
     def __init__(self, source_rows: int, rows: int, like: torch.Tensor) -> None:
-        self.h, self.rows = source_rows, rows
         scale = (source_rows - 1) / (rows - 1) if rows > 1 else 0.0
         src = torch.arange(rows, dtype=torch.float64) * scale
         lo = src.floor().clamp(max=source_rows - 1)
