@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default="1,2,3,4,5,6", help="comma-separated rows to run (default all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (cuda when available)")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions per measurement (median)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median)")
     p.add_argument("--warmup", type=int, default=1, help="un-timed warm-up runs per measurement")
     p.add_argument("--quick", action="store_true", help="small sizes and few repetitions (smoke test)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
