@@ -570,3 +570,112 @@ def test_adamw_choice_is_validated_and_fp16_avoids_fused():
     with pytest.raises(ValueError, match="optim.adamw"):
         make_adamw([torch.nn.Parameter(torch.ones(1))], OmegaConf.create({"lr": 1.0, "weight_decay": 0.0,
                                                                           "adamw": "lion"}))
+
+
+# ---------------------------------------------------------------------------------- Winograd 3x3
+
+
+@pytest.mark.parametrize("batch,channels,out,size,layout,bias", [
+    (1, 5, 7, (6, 8), "channels_last", True),
+    (2, 3, 4, (10, 4), "nchw", False),
+    (3, 8, 6, (2, 2), "channels_last", True),
+])
+def test_winograd_conv3x3_equals_conv2d_in_float64(batch, channels, out, size, layout, bias, monkeypatch):
+    """The F(2x2,3x3) algebra is exact: in float64 it matches conv2d to 1e-12, for band sizes that
+    do and do not divide the tile rows (1 and 2 tiles per band, and one band for everything)."""
+    from zoe_lightning.models import fastpath
+
+    torch.manual_seed(11)
+    conv = torch.nn.Conv2d(channels, out, 3, padding=1, bias=bias).double()
+    x = torch.randn(batch, channels, *size, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    for tiles in (1, 2 * batch * size[1] // 2 + 1, 10_000):
+        monkeypatch.setattr(fastpath, "WINOGRAD_BAND_TILES", tiles)
+        with torch.no_grad():  # an inference kernel
+            got = fastpath.winograd_conv3x3(x, fastpath.winograd_weight(conv.weight), conv.bias)
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv3x3_uses_winograd_where_it_applies_and_follows_weight_updates(monkeypatch):
+    from zoe_lightning.models import fastpath
+
+    calls = []
+    real = fastpath.winograd_conv3x3
+    monkeypatch.setattr(fastpath, "winograd_conv3x3", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(12)
+    conv = torch.nn.Conv2d(64, 128, 3, padding=1)
+    x = torch.randn(1, 64, 8, 10)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        torch.testing.assert_close(fastpath.conv3x3(x, conv, True).double(), expected, atol=1e-5, rtol=1e-5)
+        assert calls == [1]
+        conv.weight.mul_(-2.0)  # in place (as an optimizer step): the cached filters must be recomputed
+        torch.testing.assert_close(fastpath.conv3x3(x, conv, True).double(), -2 * expected + 3 * conv.bias.double()
+                                   .view(1, -1, 1, 1), atol=1e-5, rtol=1e-5)
+        assert len(calls) == 2
+        fastpath.conv3x3(x, conv, False)  # switched off
+        fastpath.conv3x3(x[..., :9], conv, True)  # odd width: PyTorch's kernel
+        fastpath.conv3x3(x.double(), conv.double(), True)  # not fp32
+        conv.float()
+        small = torch.nn.Conv2d(64, 32, 3, padding=1)  # too few output channels to pay off
+        fastpath.conv3x3(x, small, True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fastpath.conv3x3(x, conv, True)
+        assert len(calls) == 2
+
+
+def test_conv3x3_winograd_gradients_equal_conv2d_gradients():
+    """Training: forward and backward (input, filter and bias gradients) against float64 conv2d."""
+    from zoe_lightning.models import fastpath
+
+    torch.manual_seed(13)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1)  # wide enough for the input gradient by Winograd too
+    x = torch.randn(2, 128, 6, 8, requires_grad=True)
+    weights = torch.randn(2, 128, 6, 8)
+    y = fastpath.conv3x3(x, conv, True)
+    assert y.grad_fn is not None and "Winograd" in type(y.grad_fn).__name__
+    grads = torch.autograd.grad((y * weights).sum(), [x, conv.weight, conv.bias])
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, conv.weight, conv.bias))
+    y64 = torch.nn.functional.conv2d(x64, w64, b64, padding=1)
+    expected = torch.autograd.grad((y64 * weights.double()).sum(), [x64, w64, b64])
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-5)
+
+
+def test_winograd_autograd_function_passes_gradcheck(monkeypatch):
+    from zoe_lightning.models import fastpath
+
+    monkeypatch.setattr(fastpath, "_winograd_pays", lambda *a: True)  # Winograd input gradient at any width
+    torch.manual_seed(14)
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: fastpath._WinogradConv3x3.apply(x, w, b, fastpath.winograd_weight(w.detach()))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_winograd_switch_is_config_and_keeps_outputs():
+    from zoe_lightning.models.dpt import DPTCore, ResidualConvUnit
+
+    wide = [*BEIT, "model.features=128", "model.img_size=[64,96]"]  # 128-channel decoder: Winograd applies
+    ref, direct = _pair("model.winograd=false", base=wide)
+    assert {m.winograd for m in direct.modules() if isinstance(m, (ResidualConvUnit, DPTCore))} == {False}
+    assert {m.winograd for m in ref.modules() if isinstance(m, (ResidualConvUnit, DPTCore))} == {True}
+    ref.eval(), direct.eval()
+    image = torch.rand(2, 3, 64, 96)
+    _assert_same(ref, direct, image)  # training: outputs and every gradient
+    with torch.inference_mode():
+        a, b = ref(image), direct(image)
+        exact = direct.double()(image.double())
+    assert ref.core.scratch.refinenet1.resConfUnit2.conv1.__dict__.get("_winograd_cache") is not None
+    assert direct.core.scratch.refinenet1.resConfUnit2.conv1.__dict__.get("_winograd_cache") is None
+    for name in ("metric_depth", "relative_depth", "probs", "bin_centers"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-4)
+    # as close to the float64 function as PyTorch's own fp32 kernels are
+    err_wino = (a.relative_depth.double() - exact.relative_depth).abs().max()
+    err_direct = (b.relative_depth.double() - exact.relative_depth).abs().max()
+    assert err_wino <= 4 * err_direct + 1e-6

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 from .fastpath import FastPath, RowUpsampler, pixels, pointwise
+from .fastpath import capturing as _capturing
 
 ORIGINAL_ALPHA, ORIGINAL_GAMMA = 300.0, 2.0
 
@@ -34,12 +35,6 @@ def _up(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-
-def _capturing() -> bool:
-    """Inside ONNX export, tracing or torch.compile: a graph is being recorded, so shape-dependent
-    Python loops (the banded inference path) would be frozen into it; the full-tensor path is used."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def centers_from_widths(widths: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastpath import FastPath, conv1x1
+from .fastpath import FastPath, conv1x1, conv3x3
 from .encoder import Encoder
 
 __all__ = ["DPTCore", "CoreOutput", "FeatureFusionBlock", "ResidualConvUnit"]
@@ -23,7 +23,13 @@ def _up(x: torch.Tensor, size) -> torch.Tensor:
 
 
 class ResidualConvUnit(nn.Module):
-    """x + conv3x3(relu(conv3x3(relu(x)))) (no batch norm)."""
+    """x + conv3x3(relu(conv3x3(relu(x)))) (no batch norm).
+
+    ``winograd`` (``model.winograd``): at CPU inference the convolutions run as Winograd
+    F(2x2, 3x3) (:func:`~zoe_lightning.models.fastpath.conv3x3`; the same function).
+    """
+
+    winograd: bool = True
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -31,7 +37,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        hidden = F.relu(conv3x3(F.relu(x), self.conv1, self.winograd))
+        return x + conv3x3(hidden, self.conv2, self.winograd)
 
 
 class FeatureFusionBlock(FastPath, nn.Module):
@@ -95,7 +102,12 @@ class CoreOutput:
 
 
 class DPTCore(nn.Module):
-    """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head)."""
+    """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head).
+
+    ``winograd``: the ``layer*_rn`` and first output convolutions as in :class:`ResidualConvUnit`.
+    """
+
+    winograd: bool = True
 
     def __init__(
         self,
@@ -116,12 +128,14 @@ class DPTCore(nn.Module):
     def forward(self, x: torch.Tensor) -> CoreOutput:
         l1, l2, l3, l4 = self.pretrained(x)
         s = self.scratch
-        l1, l2, l3, l4 = s.layer1_rn(l1), s.layer2_rn(l2), s.layer3_rn(l3), s.layer4_rn(l4)
+        wg = self.winograd
+        l1, l2, l3, l4 = (conv3x3(l, conv, wg) for l, conv in zip((l1, l2, l3, l4), (s.layer1_rn, s.layer2_rn,
+                                                                                    s.layer3_rn, s.layer4_rn)))
         r4 = s.refinenet4(l4, size=l3.shape[-2:])
         r3 = s.refinenet3(r4, l3, size=l2.shape[-2:])
         r2 = s.refinenet2(r3, l2, size=l1.shape[-2:])
         r1 = s.refinenet1(r2, l1)
         head = s.output_conv
-        out_conv = head[3](head[2](head[1](head[0](r1))))
+        out_conv = head[3](head[2](head[1](conv3x3(r1, head[0], wg))))
         relative = head[6](head[5](head[4](out_conv)))
         return CoreOutput(relative, out_conv, l4, [r4, r3, r2, r1])

@@ -12,7 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise", "RowUpsampler"]
+__all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise", "RowUpsampler", "capturing",
+           "winograd_weight", "winograd_conv3x3", "conv3x3"]
+
+
+def capturing() -> bool:
+    """Inside ONNX export, tracing or torch.compile: a graph is being recorded, so shape-dependent
+    Python loops (banded paths) would be frozen into it; the plain ops are used instead."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def pixels(x: torch.Tensor) -> torch.Tensor:
@@ -97,3 +104,156 @@ class FastPath:
     cheaper one (``model.fast_path``, set on every module by the model builder)."""
 
     fast_path: bool = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): the decoder's 3x3 convolutions at inference on the CPU
+# ----------------------------------------------------------------------------------------------
+#
+# A 2x2 output tile of a 3x3 convolution (cross-correlation) needs a 4x4 input tile d. With
+#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]          (input transform)
+#   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]             (filter transform)
+#   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]                                        (output transform)
+# the tile is A^T [(G g G^T) * (B^T d B)] A: the channel sum becomes 16 independent matrix
+# products (tiles x C_in) @ (C_in x C_out), 16 multiplies per 4 outputs instead of 36 (2.25x
+# fewer FLOPs); the transforms are additions only. Rows of tiles are processed in bands so the
+# transformed tiles stay cache-sized and the scratch buffers are reused (no page faults).
+
+#: tiles per band (a band's (16, tiles, C) scratch stays within the L2 cache for C <= 256)
+WINOGRAD_BAND_TILES = 256
+
+
+def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(O, C, 3, 3) filters -> (16, C, O) transformed filters ``G g G^T``, flattened row-major."""
+
+    def g_rows(g0, g1, g2):  # G applied along one axis
+        return g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2
+
+    rows = torch.stack(g_rows(weight[:, :, 0], weight[:, :, 1], weight[:, :, 2]), dim=2)  # (O, C, 4, 3)
+    tiles = torch.stack(g_rows(rows[..., 0], rows[..., 1], rows[..., 2]), dim=3)  # (O, C, 4, 4)
+    return tiles.permute(2, 3, 1, 0).reshape(16, weight.shape[1], weight.shape[0]).contiguous()
+
+
+def _b_transform(d0, d1, d2, d3, out: torch.Tensor) -> None:
+    """``B^T`` along one axis, written into ``out[0..3]``."""
+    torch.sub(d0, d2, out=out[0])
+    torch.add(d1, d2, out=out[1])
+    torch.sub(d2, d1, out=out[2])
+    torch.sub(d1, d3, out=out[3])
+
+
+def _a_transform(m0, m1, m2, m3, out0: torch.Tensor, out1: torch.Tensor) -> None:
+    """``A^T`` along one axis: (m0 + m1 + m2, m1 - m2 - m3)."""
+    torch.add(m0, m1, out=out0).add_(m2)
+    torch.sub(m1, m2, out=out1).sub_(m3)
+
+
+def winograd_conv3x3(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Tensor:
+    """3x3 convolution, stride 1, padding 1, of ``x`` (B, C, H, W) with even H and W (no autograd:
+    :func:`conv3x3` wraps it for training).
+
+    ``weight_t``: :func:`winograd_weight` of the filters. Returns a channels-last (B, O, H, W)
+    tensor equal to ``F.conv2d(x, weight, bias, padding=1)`` to float rounding.
+    """
+    b, c, h, w = x.shape
+    o = weight_t.shape[-1]
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C) contiguous
+    th, tw = h // 2, w // 2
+    sb, sh, sw, sc = padded.stride()
+    band = max(1, WINOGRAD_BAND_TILES // (b * tw))
+    out = x.new_empty(b, h, w, o)
+    rows = x.new_empty(4, b, band, tw, 4, c)  # B^T along the tile rows
+    tiles = x.new_empty(4, 4, b, band, tw, c)  # B^T d B
+    prod = x.new_empty(16, b * band * tw, o)
+    half = x.new_empty(2, 4, b, band, tw, o)  # A^T along the tile rows
+    for i0 in range(0, th, band):
+        nb = min(band, th - i0)
+        n = b * nb * tw
+        d = padded.as_strided((b, nb, tw, 4, 4, c), (sb, 2 * sh, 2 * sw, sh, sw, sc),
+                              padded.storage_offset() + 2 * i0 * sh)
+        r, t = rows[:, :, :nb], tiles[:, :, :, :nb]
+        _b_transform(d[:, :, :, 0], d[:, :, :, 1], d[:, :, :, 2], d[:, :, :, 3], r)
+        _b_transform(r[..., 0, :], r[..., 1, :], r[..., 2, :], r[..., 3, :], t.transpose(0, 1))
+        m = torch.bmm(t.reshape(16, n, c), weight_t, out=prod[:, :n]).view(4, 4, b, nb, tw, o)
+        hf = half[:, :, :, :nb]
+        _a_transform(m[0], m[1], m[2], m[3], hf[0], hf[1])
+        y = out[:, 2 * i0:2 * (i0 + nb)].view(b, nb, 2, tw, 2, o)
+        for a in range(2):
+            _a_transform(hf[a, 0], hf[a, 1], hf[a, 2], hf[a, 3], y[:, :, a, :, 0], y[:, :, a, :, 1])
+    if bias is not None:
+        out.add_(bias)
+    return out.permute(0, 3, 1, 2)
+
+
+def _winograd_pays(in_channels: int, out_channels: int, height: int, width: int) -> bool:
+    """Enough channels for the 16 matrix products to pay for the transforms (measured in
+    benchmarks/RESULTS.md: thin convolutions, e.g. 128 -> 32, run faster in oneDNN), even sizes."""
+    return out_channels >= 128 and in_channels >= 64 and height % 2 == 0 and width % 2 == 0
+
+
+def _winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """Where :func:`winograd_conv3x3` is used: a CPU fp32 3x3 / stride 1 / padding 1 convolution
+    outside autocast and graph capture (tracing, ONNX export, ``torch.compile``), wide and even
+    enough (:func:`_winograd_pays`)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and not torch.is_autocast_enabled("cpu") and not capturing()
+            and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and conv.weight.dtype == torch.float32
+            and _winograd_pays(conv.in_channels, conv.out_channels, x.shape[-2], x.shape[-1]))
+
+
+class _WinogradConv3x3(torch.autograd.Function):
+    """Training through :func:`winograd_conv3x3`: saves the input and the filters, like conv2d.
+
+    Backward: the input gradient is itself a 3x3 / padding 1 convolution of the output gradient
+    with the filters flipped in space and transposed (C_in <-> C_out), so it runs by Winograd too
+    where that pays; the filter and bias gradients come from PyTorch's convolution backward
+    (``output_mask`` skips its input gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, weight_t):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return winograd_conv3x3(x, weight_t, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            flipped = weight.flip(2, 3).transpose(0, 1)  # (C_in, C_out, 3, 3)
+            if _winograd_pays(weight.shape[0], weight.shape[1], grad.shape[-2], grad.shape[-1]):
+                grad_x = winograd_conv3x3(grad, winograd_weight(flipped), None)
+            else:
+                grad_x = F.conv2d(grad, flipped, padding=1)
+        if need_w or need_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+                1, [False, need_w, need_b and ctx.has_bias])
+        return grad_x, grad_w, grad_b, None
+
+
+def conv3x3(x: torch.Tensor, conv: nn.Conv2d, winograd: bool) -> torch.Tensor:
+    """``conv(x)``; by Winograd F(2x2, 3x3) where :func:`_winograd_applies` (same function),
+    with autograd through :class:`_WinogradConv3x3` when gradients are needed.
+
+    The transformed filters are cached on ``conv`` and recomputed when its weight changes
+    (new storage, an in-place update such as an optimizer step, another device or dtype).
+    """
+    if not (winograd and _winograd_applies(x, conv)):
+        return conv(x)
+    weight = conv.weight
+    key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+    cached = conv.__dict__.get("_winograd_cache")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, winograd_weight(weight.detach()))
+        conv.__dict__["_winograd_cache"] = cached
+    bias = conv.bias
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return _WinogradConv3x3.apply(x, weight, bias, cached[1])
+    return winograd_conv3x3(x, cached[1], bias)

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 
 from .bins import ORIGINAL_ALPHA, ORIGINAL_GAMMA
 from .fastpath import FastPath
-from .dpt import DPTCore
+from .dpt import DPTCore, ResidualConvUnit
 from .heads import HEADS, Domain, HeadOutput, HeadSettings
 from .router import ROUTERS
 
-__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "build_model", "network_size", "set_fast_path"]
+__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "build_model", "network_size", "set_fast_path",
+           "set_winograd"]
 
 
 @dataclass
@@ -273,10 +274,12 @@ def build_model(cfg) -> nn.Module:
 
 
 def apply_speed_switches(model: nn.Module, mcfg) -> nn.Module:
-    """``model.fast_path`` (on every :class:`FastPath` module), ``model.channels_last`` (NHWC
-    weights + inputs) and ``model.compile`` (in place: the state-dict keys stay unchanged).
+    """``model.fast_path`` (on every :class:`FastPath` module), ``model.winograd`` (the decoder's
+    3x3 convolutions at CPU inference), ``model.channels_last`` (NHWC weights + inputs) and
+    ``model.compile`` (in place: the state-dict keys stay unchanged).
     Fused attention and checkpointing are set on the encoder."""
     set_fast_path(model, bool(mcfg.get("fast_path", True)))
+    set_winograd(model, bool(mcfg.get("winograd", True)))
     if mcfg.get("channels_last", False):
         model.to(memory_format=torch.channels_last)
         model.prep.channels_last = True
@@ -291,4 +294,13 @@ def set_fast_path(model: nn.Module, enabled: bool) -> nn.Module:
     for module in model.modules():
         if isinstance(module, FastPath):
             module.fast_path = enabled
+    return model
+
+
+def set_winograd(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch the decoder's 3x3 convolutions between PyTorch's kernels (``False``) and Winograd
+    F(2x2, 3x3) at CPU inference (``True``; :func:`~zoe_lightning.models.fastpath.conv3x3`)."""
+    for module in model.modules():
+        if isinstance(module, (ResidualConvUnit, DPTCore)):
+            module.winograd = enabled
     return model
