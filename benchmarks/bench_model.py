@@ -12,6 +12,7 @@ Run directly only as a worker: ``python benchmarks/bench_model.py --worker train
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -172,6 +173,18 @@ def _ours_from_hf(hf_model, backbone: str, size: Sequence[int]):
         return None, f"converter failed: {str(exc).splitlines()[0][:160]}"
 
 
+def _float64_context(hf, ours, image, pixel_values, ref_depth, our_depth) -> str:
+    """How far each fp32 output is from the same function in float64 (ours and the peer in double):
+    the scale of float rounding against which the ours-vs-peer difference should be read."""
+    with torch.inference_mode():
+        exact = copy.deepcopy(ours).double()(image.double(), maps=False).metric_depth.reshape(-1)
+        peer_exact = copy.deepcopy(hf).double()(pixel_values=pixel_values.double()).predicted_depth.reshape(-1)
+    ours_err = float((our_depth.reshape(-1).double() - exact).abs().max())
+    peer_err = float((ref_depth.reshape(-1).double() - peer_exact).abs().max())
+    return (f"float rounding for scale: max |fp32 - float64| = {ours_err:.2e} m for ours, {peer_err:.2e} m for "
+            f"the peer (each against itself in float64)")
+
+
 def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, warmup: int,
                     device: str = "cpu", ablations: bool = False, no_grad: bool = False) -> List[Dict]:
     from zoe_lightning.models import build_model
@@ -198,6 +211,7 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
                         f"range {float(ref_depth.min()):.3f}-{float(ref_depth.max()):.3f} m, std {float(ref_depth.std()):.3f}")
             if not checked <= 1e-4 * max(1.0, float(ref_depth.abs().max())):
                 note.append("OUTPUTS DIFFER")
+            note.append(_float64_context(hf, ours, image, pixel_values, ref_depth, our_depth))
         else:
             note.append("outputs not compared")
 
@@ -216,10 +230,14 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
             with torch.no_grad():
                 ours(image, maps=False)
 
-        candidates = {"peer": peer, "ours": infer(ours), "ours_maps": infer(ours, maps=True)}
-        if ablations:  # what each default switch buys (first backbone only): copies with one switch off
-            import copy
+        from zoe_lightning.models.zoedepth import set_winograd
 
+        direct = set_winograd(copy.deepcopy(ours), False)
+        with torch.inference_mode():
+            wino_diff = float((direct(image, maps=False).metric_depth - our_depth).abs().max())
+        candidates = {"peer": peer, "ours": infer(ours), "ours_maps": infer(ours, maps=True),
+                      "winograd_off": infer(direct)}
+        if ablations:  # what each default switch buys (first backbone only): copies with one switch off
             from zoe_lightning.models.zoedepth import set_fast_path
 
             slow = set_fast_path(copy.deepcopy(ours), False)
@@ -234,6 +252,10 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
                  "ours_with_maps_s": times["ours_maps"]["median"]}
         note.append(f"ours returning the per-bin maps too (model(image) default, maps=True): "
                     f"{extra['ours_with_maps_s']:.3f} s (ratio {extra['ours_with_maps_s'] / t_peer['median']:.3f})")
+        t_direct = times["winograd_off"]["median"]
+        extra["ours_winograd_off_s"] = t_direct
+        note.append(f"ours with model.winograd=false (PyTorch's 3x3 convolution kernels): {t_direct:.3f} s "
+                    f"(ratio {t_direct / t_peer['median']:.3f}), max |depth difference| to the default {wino_diff:.2e} m")
         if no_grad:
             extra["ours_no_grad_s"] = times["ours_no_grad"]["median"]
             note.append(f"ours under no_grad instead of inference_mode: {extra['ours_no_grad_s']:.3f} s")
@@ -259,9 +281,10 @@ TRAIN_VARIANTS = {
     # name -> config overrides; "original": the way the original trains (full attractor tensors,
     # explicit attention, the original op order, a per-parameter AdamW loop, fp32)
     "original": ["model.head.memory_efficient=false", "model.fused_attention=false", "model.fast_path=false",
-                 "optim.adamw=loop"],
+                 "model.winograd=false", "model.channels_last=false", "optim.adamw=loop"],
     "ours": [],
     "ours+grad_checkpointing": ["model.grad_checkpointing=true"],
+    "ours+no_winograd": ["model.winograd=false"],  # ablation: PyTorch's 3x3 convolution kernels
     "ours+channels_last": ["model.channels_last=true"],
     "ours+compile": ["model.compile=true"],
     "ours+bf16": [],  # autocast bf16 (GPU); SILog stays fp32
