@@ -284,7 +284,6 @@ TRAIN_VARIANTS = {
                  "model.winograd=false", "model.channels_last=false", "optim.adamw=loop"],
     "ours": [],
     "ours+grad_checkpointing": ["model.grad_checkpointing=true"],
-    "ours+no_winograd": ["model.winograd=false"],  # ablation: PyTorch's 3x3 convolution kernels
     "ours+channels_last": ["model.channels_last=true"],
     "ours+compile": ["model.compile=true"],
     "ours+bf16": [],  # autocast bf16 (GPU); SILog stays fp32

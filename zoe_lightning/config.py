@@ -132,7 +132,7 @@ class ModelConfig:
     channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
     compile: bool = False  # torch.compile the model's forward (first steps compile)
     fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
-    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) on CPU in fp32 (2.25x fewer multiplies)
+    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) at CPU fp32 inference (2.25x fewer multiplies)
 
 
 @dataclass

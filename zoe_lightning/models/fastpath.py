@@ -149,8 +149,7 @@ def _a_transform(m0, m1, m2, m3, out0: torch.Tensor, out1: torch.Tensor) -> None
 
 
 def winograd_conv3x3(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Tensor:
-    """3x3 convolution, stride 1, padding 1, of ``x`` (B, C, H, W) with even H and W (no autograd:
-    :func:`conv3x3` wraps it for training).
+    """3x3 convolution, stride 1, padding 1, of ``x`` (B, C, H, W) with even H and W (no autograd).
 
     ``weight_t``: :func:`winograd_weight` of the filters. Returns a channels-last (B, O, H, W)
     tensor equal to ``F.conv2d(x, weight, bias, padding=1)`` to float rounding.
@@ -192,54 +191,21 @@ def _winograd_pays(in_channels: int, out_channels: int, height: int, width: int)
 
 
 def _winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    """Where :func:`winograd_conv3x3` is used: a CPU fp32 3x3 / stride 1 / padding 1 convolution
-    outside autocast and graph capture (tracing, ONNX export, ``torch.compile``), wide and even
-    enough (:func:`_winograd_pays`)."""
+    """Where :func:`winograd_conv3x3` is used: CPU fp32 inference (no autograd, autocast or graph
+    capture: tracing, ONNX export, ``torch.compile``) of a 3x3 / stride 1 / padding 1 convolution,
+    wide and even enough (:func:`_winograd_pays`). Training keeps PyTorch's kernels: a Winograd
+    forward + input gradient with PyTorch's filter gradient measured on par per convolution but
+    made the whole BEiT-B training step slower (benchmarks/RESULTS.md, the commit history)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and not torch.is_autocast_enabled("cpu") and not capturing()
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not capturing()
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
             and conv.weight.dtype == torch.float32
             and _winograd_pays(conv.in_channels, conv.out_channels, x.shape[-2], x.shape[-1]))
 
 
-class _WinogradConv3x3(torch.autograd.Function):
-    """Training through :func:`winograd_conv3x3`: saves the input and the filters, like conv2d.
-
-    Backward: the input gradient is itself a 3x3 / padding 1 convolution of the output gradient
-    with the filters flipped in space and transposed (C_in <-> C_out), so it runs by Winograd too
-    where that pays; the filter and bias gradients come from PyTorch's convolution backward
-    (``output_mask`` skips its input gradient).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, weight_t):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return winograd_conv3x3(x, weight_t, bias)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            flipped = weight.flip(2, 3).transpose(0, 1)  # (C_in, C_out, 3, 3)
-            if _winograd_pays(weight.shape[0], weight.shape[1], grad.shape[-2], grad.shape[-1]):
-                grad_x = winograd_conv3x3(grad, winograd_weight(flipped), None)
-            else:
-                grad_x = F.conv2d(grad, flipped, padding=1)
-        if need_w or need_b:
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0],
-                1, [False, need_w, need_b and ctx.has_bias])
-        return grad_x, grad_w, grad_b, None
-
-
 def conv3x3(x: torch.Tensor, conv: nn.Conv2d, winograd: bool) -> torch.Tensor:
-    """``conv(x)``; by Winograd F(2x2, 3x3) where :func:`_winograd_applies` (same function),
-    with autograd through :class:`_WinogradConv3x3` when gradients are needed.
+    """``conv(x)``; by Winograd F(2x2, 3x3) where :func:`_winograd_applies` (same function).
 
     The transformed filters are cached on ``conv`` and recomputed when its weight changes
     (new storage, an in-place update such as an optimizer step, another device or dtype).
@@ -253,7 +219,4 @@ def conv3x3(x: torch.Tensor, conv: nn.Conv2d, winograd: bool) -> torch.Tensor:
         with torch.no_grad():
             cached = (key, winograd_weight(weight.detach()))
         conv.__dict__["_winograd_cache"] = cached
-    bias = conv.bias
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
-        return _WinogradConv3x3.apply(x, weight, bias, cached[1])
-    return winograd_conv3x3(x, cached[1], bias)
+    return winograd_conv3x3(x, cached[1], conv.bias)
