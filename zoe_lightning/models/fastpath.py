@@ -119,7 +119,8 @@ class FastPath:
 # fewer FLOPs); the transforms are additions only. Rows of tiles are processed in bands so the
 # transformed tiles stay cache-sized and the scratch buffers are reused (no page faults).
 
-#: tiles per band (a band's (16, tiles, C) scratch stays within the L2 cache for C <= 256)
+#: tiles per band: of 64-1024, 256 ran fastest on the decoder's shapes at 1 thread (larger matrix
+#: products against scratch that still fits the last-level cache)
 WINOGRAD_BAND_TILES = 256
 
 
@@ -194,8 +195,8 @@ def _winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     """Where :func:`winograd_conv3x3` is used: CPU fp32 inference (no autograd, autocast or graph
     capture: tracing, ONNX export, ``torch.compile``) of a 3x3 / stride 1 / padding 1 convolution,
     wide and even enough (:func:`_winograd_pays`). Training keeps PyTorch's kernels: a Winograd
-    forward + input gradient with PyTorch's filter gradient measured on par per convolution but
-    made the whole BEiT-B training step slower (benchmarks/RESULTS.md, the commit history)."""
+    forward + input gradient (filter gradient from PyTorch) was on par per convolution but made the
+    whole BEiT-B training step of benchmark row 2 slower (5.4 s vs 4.5 s, measured 2026-12-04)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not capturing()
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
@@ -216,7 +217,6 @@ def conv3x3(x: torch.Tensor, conv: nn.Conv2d, winograd: bool) -> torch.Tensor:
     key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
     cached = conv.__dict__.get("_winograd_cache")
     if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, winograd_weight(weight.detach()))
+        cached = (key, winograd_weight(weight.detach()))
         conv.__dict__["_winograd_cache"] = cached
     return winograd_conv3x3(x, cached[1], conv.bias)
