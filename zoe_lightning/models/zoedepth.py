@@ -288,19 +288,20 @@ def apply_speed_switches(model: nn.Module, mcfg) -> nn.Module:
     return model
 
 
+def _set_switch(model: nn.Module, kinds, attr: str, enabled: bool) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, kinds):
+            setattr(module, attr, enabled)
+    return model
+
+
 def set_fast_path(model: nn.Module, enabled: bool) -> nn.Module:
     """Switch every :class:`~zoe_lightning.models.bins.FastPath` module of ``model`` between the
     original op order (``False``) and the equal, cheaper one (``True``)."""
-    for module in model.modules():
-        if isinstance(module, FastPath):
-            module.fast_path = enabled
-    return model
+    return _set_switch(model, FastPath, "fast_path", enabled)
 
 
 def set_winograd(model: nn.Module, enabled: bool) -> nn.Module:
     """Switch the decoder's 3x3 convolutions between PyTorch's kernels (``False``) and Winograd
     F(2x2, 3x3) at CPU inference (``True``; :func:`~zoe_lightning.models.fastpath.conv3x3`)."""
-    for module in model.modules():
-        if isinstance(module, (ResidualConvUnit, DPTCore)):
-            module.winograd = enabled
-    return model
+    return _set_switch(model, (ResidualConvUnit, DPTCore), "winograd", enabled)
