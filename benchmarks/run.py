@@ -171,7 +171,7 @@ def main(argv=None) -> int:
                                   [v for v in args.variants.split(",") if v], args.threads),
         3: lambda: [r for b in head_backbones for r in bm.bench_head(b, size, args.reps, args.warmup, device)],
         4: lambda: bm.bench_loop(args.loop_backbone, [64, 96] if args.quick else [128, 160], 2,
-                                 max(4 * args.reps, 12), args.warmup + 1),
+                                 max(12 * args.reps, 24), args.warmup + 2),
         5: lambda: bm.bench_metrics(args.maps, args.reps, args.warmup, device),
         6: lambda: run_data_rows(args.quick),
     }
