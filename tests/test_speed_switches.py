@@ -650,3 +650,99 @@ def test_winograd_switch_is_config_and_keeps_outputs():
     err_wino = (a.relative_depth.double() - exact.relative_depth).abs().max()
     err_direct = (b.relative_depth.double() - exact.relative_depth).abs().max()
     assert err_wino <= 4 * err_direct + 1e-6
+
+
+# ---------------------------------------------------------------------------------- fused upsample + 3x3 conv
+
+
+@pytest.mark.parametrize("batch,channels,out,source,target,layout,bias", [
+    (1, 6, 4, (6, 8), (12, 16), "channels_last", True),  # the DPT head: 2x
+    (2, 3, 5, (5, 7), (11, 13), "nchw", False),  # odd sizes, non-integer scale
+    (1, 4, 3, (9, 6), (4, 5), "nchw", True),  # downsampling: bands span many source rows
+    (2, 2, 2, (1, 3), (3, 1), "channels_last", True),  # one source row, one output column
+])
+def test_upsample_conv3x3_equals_interpolate_then_conv_in_float64(batch, channels, out, source, target, layout,
+                                                                   bias, monkeypatch):
+    """Moving the channel mixes before the interpolation and summing shifted taps is exact algebra:
+    float64 agrees with interpolate-then-conv2d to 1e-12 for bands and chunks that do and do not
+    divide the rows."""
+    from zoe_lightning.models import fastpath
+
+    torch.manual_seed(13)
+    conv = torch.nn.Conv2d(channels, out, 3, padding=1, bias=bias).double()
+    x = torch.randn(batch, channels, *source, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    up = torch.nn.functional.interpolate(x, size=target, mode="bilinear", align_corners=True)
+    expected = torch.nn.functional.conv2d(up, conv.weight, conv.bias, padding=1)
+    for band, chunk in ((1, 1), (3, 2), (8, 64)):
+        monkeypatch.setattr(fastpath, "UPCONV_BAND_ROWS", band)
+        monkeypatch.setattr(fastpath, "UPCONV_CHUNK_ROWS", chunk)
+        with torch.no_grad():
+            got = fastpath.upsample_conv3x3(x, conv, target)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_upsample_conv3x3_dispatch_and_model_use(monkeypatch):
+    """The DPT head uses the fused path at CPU inference with ``fast_path`` only; training,
+    autocast and ``fast_path=false`` run interpolate + conv2d, with equal outputs."""
+    from zoe_lightning.models import dpt, fastpath
+
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    x = torch.randn(1, 4, 5, 6)
+    with torch.no_grad():
+        assert fastpath.upsample_conv3x3_applies(x, conv)
+        assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=2, dilation=2))
+        assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=1, groups=1, stride=2))
+        assert not fastpath.upsample_conv3x3_applies(x.double(), conv)  # weight dtype differs
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not fastpath.upsample_conv3x3_applies(x, conv)
+    assert not fastpath.upsample_conv3x3_applies(x, conv)  # autograd on
+
+    calls = []
+    real = dpt.upsample_conv3x3
+    monkeypatch.setattr(dpt, "upsample_conv3x3", lambda *a: calls.append(a[2]) or real(*a))
+    ref, slow = _pair("model.fast_path=false", base=BEIT)
+    ref.eval(), slow.eval()
+    image = torch.rand(2, 3, 32, 48)
+    with torch.inference_mode():
+        a = ref(image)
+        assert calls == [(16, 24), (32, 48)]  # r1 (never upsampled) -> 3x3 conv; 2x -> 3x3 conv
+        b = slow(image)
+        assert len(calls) == 2  # original op order: not used
+    for name in ("metric_depth", "relative_depth", "probs", "bin_centers"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-4)
+    ref(image)  # autograd: interpolate + conv2d
+    assert len(calls) == 2
+
+
+def test_upsampled_map_feeds_projectors_like_the_full_map():
+    """A projector given the low-resolution source of a map (Upsampled) computes what it computes
+    on the upsampled map; with fast_path off it upsamples first (the original order)."""
+    from zoe_lightning.models.bins import Projector
+    from zoe_lightning.models.fastpath import Upsampled
+
+    torch.manual_seed(14)
+    proj = Projector(6, 5, 7).double()
+    low = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    full = torch.nn.functional.interpolate(low, size=(10, 14), mode="bilinear", align_corners=True)
+    expected = proj._net(full)
+    for fast in (True, False):
+        proj.fast_path = fast
+        torch.testing.assert_close(proj(Upsampled(low, (10, 14))), expected, atol=1e-12, rtol=1e-12)
+
+
+def test_training_forward_after_an_inference_mode_forward():
+    """Caches filled under ``torch.inference_mode`` (BEiT's relative-position index, transformed
+    filters) must not break a later autograd forward of the same model."""
+    model = build_model(tiny_config(*BEIT))
+    image = torch.rand(1, 3, 32, 48)
+    model.eval()
+    with torch.inference_mode():
+        model(image)
+    model.train()
+    model(image).metric_depth.mean().backward()
+    vit = model.core.pretrained.model
+    assert vit.patch_embed.proj.weight.grad is not None
+    assert all(b.attn.relative_position_bias_table.grad is not None for b in vit.blocks)

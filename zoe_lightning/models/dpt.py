@@ -6,13 +6,13 @@ metric heads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastpath import FastPath, conv1x1, conv3x3
+from .fastpath import FastPath, Upsampled, conv1x1, conv3x3, upsample_conv3x3, upsample_conv3x3_applies
 from .encoder import Encoder
 
 __all__ = ["DPTCore", "CoreOutput", "FeatureFusionBlock", "ResidualConvUnit"]
@@ -55,14 +55,22 @@ class FeatureFusionBlock(FastPath, nn.Module):
         self.resConfUnit2 = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, 1)
 
-    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size=None) -> torch.Tensor:
+    def _fuse(self, x: torch.Tensor, skip: Optional[torch.Tensor]) -> torch.Tensor:
         if skip is not None:
             x = x + self.resConfUnit1(skip)
-        x = self.resConfUnit2(x)
+        return self.resConfUnit2(x)
+
+    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size=None) -> torch.Tensor:
+        x = self._fuse(x, skip)
         size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)
         if self.fast_path:
             return _up(conv1x1(x, self.out_conv), size)
         return self.out_conv(_up(x, size))
+
+    def forward_low(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The output before its final 2x upsampling (the fast path's order: 1x1 conv, then
+        upsampling), for consumers that apply linear maps first (:class:`Upsampled`)."""
+        return conv1x1(self._fuse(x, skip), self.out_conv)
 
 
 class Interpolate(nn.Module):
@@ -98,13 +106,21 @@ class CoreOutput:
     relative_depth: torch.Tensor  # (B,1,H,W) non-negative, affine-invariant inverse depth
     out_conv: torch.Tensor  # (B,32,H,W) after the ReLU of the 128->32 conv
     bottleneck: torch.Tensor  # (B,256,H/32,W/32) = layer4_rn
-    fusion: List[torch.Tensor]  # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]
+    # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]; at CPU inference with the fast path r1 is an
+    # Upsampled (its /4 source: the consumers' 1x1 convs run before the upsampling)
+    fusion: List[Union[torch.Tensor, Upsampled]]
 
 
-class DPTCore(nn.Module):
+class DPTCore(FastPath, nn.Module):
     """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head).
 
     ``winograd``: the ``layer*_rn`` and first output convolutions as in :class:`ResidualConvUnit`.
+    ``fast_path``: at CPU inference the finest fusion map ``r1`` is never upsampled: the first
+    output convolution reads it through :func:`~zoe_lightning.models.fastpath.upsample_conv3x3`
+    (its channel mixes at the lower resolution), so does the 128 -> 32 convolution after the
+    head's 2x upsampling, and the metric head's projector receives it as an
+    :class:`~zoe_lightning.models.fastpath.Upsampled` map (first 1x1 conv before the upsampling).
+    The same function; no full-resolution 256- or 128-channel map is allocated.
     """
 
     winograd: bool = True
@@ -134,8 +150,16 @@ class DPTCore(nn.Module):
         r4 = s.refinenet4(l4, size=l3.shape[-2:])
         r3 = s.refinenet3(r4, l3, size=l2.shape[-2:])
         r2 = s.refinenet2(r3, l2, size=l1.shape[-2:])
-        r1 = s.refinenet1(r2, l1)
         head = s.output_conv
-        out_conv = head[3](head[2](head[1](conv3x3(r1, head[0], wg))))
+        if (self.fast_path and s.refinenet1.fast_path and isinstance(head[1], Interpolate)
+                and upsample_conv3x3_applies(r2, head[0]) and upsample_conv3x3_applies(r2, head[2])):
+            low = s.refinenet1.forward_low(r2, l1)
+            r1 = Upsampled(low, (2 * low.shape[-2], 2 * low.shape[-1]))
+            x = upsample_conv3x3(low, head[0], r1.size)
+            size = (int(x.shape[-2] * head[1].scale_factor), int(x.shape[-1] * head[1].scale_factor))
+            out_conv = head[3](upsample_conv3x3(x, head[2], size))
+        else:
+            r1 = s.refinenet1(r2, l1)
+            out_conv = head[3](head[2](head[1](conv3x3(r1, head[0], wg))))
         relative = head[6](head[5](head[4](out_conv)))
         return CoreOutput(relative, out_conv, l4, [r4, r3, r2, r1])

@@ -294,7 +294,8 @@ class Encoder(nn.Module):
         key = (grid[0], grid[1], str(x.device))
         index = self._index_cache.get(key)
         if index is None:
-            index = self._index_cache[key] = _relative_position_index(grid, x.device)
+            with torch.inference_mode(False):  # a normal tensor, reusable by a later autograd forward
+                index = self._index_cache[key] = _relative_position_index(grid, x.device)
         n = tokens.shape[1]
         taps = []
         for i, block in enumerate(model.blocks):

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise", "RowUpsampler", "capturing",
-           "winograd_weight", "winograd_conv3x3", "conv3x3"]
+           "winograd_weight", "winograd_conv3x3", "conv3x3", "upsample_conv3x3", "Upsampled"]
 
 
 def capturing() -> bool:
@@ -49,11 +49,19 @@ def is_pointwise_conv(layer: nn.Module) -> bool:
             and layer.padding in ((0, 0), "valid") and layer.groups == 1)
 
 
-def pointwise(layers: nn.Module, x: torch.Tensor, fast: bool) -> torch.Tensor:
+def pointwise(layers: nn.Module, x, fast: bool) -> torch.Tensor:
     """Run a per-pixel MLP (a Sequential of 1x1 convolutions and activations).
 
-    ``fast`` runs the 1x1 convolutions with :func:`conv1x1`; the function is the same.
+    ``fast`` runs the 1x1 convolutions with :func:`conv1x1`; the function is the same. ``x`` may be
+    an :class:`Upsampled` map: the first layer, if a 1x1 convolution, then runs before the
+    upsampling (linear maps commute with bilinear interpolation, whose weights sum to one).
     """
+    if isinstance(x, Upsampled):
+        if fast and isinstance(layers, nn.Sequential) and len(layers) and is_pointwise_conv(layers[0]):
+            x = F.interpolate(conv1x1(x.low, layers[0]), size=x.size, mode="bilinear", align_corners=True)
+            layers = layers[1:]
+        else:
+            x = x.full()
     if not fast or not isinstance(layers, nn.Sequential):
         return layers(x)
     for layer in layers:
@@ -97,6 +105,100 @@ class RowUpsampler:
             return rows
         out = F.interpolate(rows.permute(0, 3, 1, 2), size=(r1 - r0, width), mode="bilinear", align_corners=True)
         return out.permute(0, 2, 3, 1)  # contiguous: the kernel keeps the channels-last layout
+
+
+#: output rows per band of :func:`upsample_conv3x3` and source rows per chunk of its 1x1 stage (of
+#: bands 4-16 and chunks 16-64, these ran fastest at 384x512, 128 -> 32 channels, 1 thread)
+UPCONV_BAND_ROWS = 8
+UPCONV_CHUNK_ROWS = 64
+
+
+def _shifted_interpolation(source: int, size: int) -> torch.Tensor:
+    """(size + 2, source) float64: rows ``1..size`` are the ``align_corners=True`` linear
+    interpolation weights of each output position, rows ``0`` and ``size + 1`` are zero (the
+    convolution's zero padding just outside the upsampled map)."""
+    m = torch.zeros(size + 2, source, dtype=torch.float64)
+    pos = torch.arange(size, dtype=torch.float64) * ((source - 1) / (size - 1) if size > 1 else 0.0)
+    lo = pos.floor().clamp(max=source - 1)
+    frac = pos - lo
+    hi = (lo + 1).clamp(max=source - 1)
+    rows = torch.arange(1, size + 1)
+    m[rows, lo.long()] += 1 - frac
+    m[rows, hi.long()] += frac
+    return m
+
+
+def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d, size) -> torch.Tensor:
+    """``conv(F.interpolate(x, size, mode="bilinear", align_corners=True))`` for a 3x3 / stride 1 /
+    padding 1 convolution, computed without the upsampled map (no autograd). Returns a
+    channels-last (B, O, H, W) tensor.
+
+    The convolution is a sum over its 9 taps of a channel mix ``W[:, :, ky, kx]`` applied to the
+    upsampled map shifted by ``(ky - 1, kx - 1)``. Channel mixing commutes with the per-channel
+    interpolation, so the 9 mixes run first, at the source resolution, as one GEMM with
+    ``9 * O`` outputs (4x fewer pixels than the upsampled map). Bilinear interpolation is
+    separable: per band of output rows, a small matrix product with the height-interpolation
+    weights shifted by ``ky - 1`` (zero rows outside the map: the padding) sums the three ``ky``
+    taps; PyTorch's width interpolation of the band then gives each ``kx`` tap's map, summed
+    with its shift of ``kx - 1`` columns. Exact in real arithmetic (float64 agrees to 1e-14).
+    """
+    b, c, h, w = x.shape
+    height, width = int(size[0]), int(size[1])
+    o = conv.out_channels
+    mixes = conv.weight.permute(1, 2, 3, 0).reshape(c, 9 * o)  # (C, ky * kx * O)
+    heights = _shifted_interpolation(h, height).to(device=x.device, dtype=x.dtype)
+    pos = torch.arange(height, dtype=torch.float64) * ((h - 1) / (height - 1) if height > 1 else 0.0)
+    lo = pos.floor().long().clamp(max=h - 1).tolist()
+    hi = (pos.floor().long() + 1).clamp(max=h - 1).tolist()
+    # each band reads upsampled rows r0 - 1 .. r1 (taps ky = 0..2), i.e. source rows s0 .. s1 - 1
+    bands = [(r0, min(height, r0 + UPCONV_BAND_ROWS)) for r0 in range(0, height, UPCONV_BAND_ROWS)]
+    bands = [(r0, r1, lo[max(r0 - 1, 0)], hi[min(r1, height - 1)] + 1) for r0, r1 in bands]
+    chunk_rows = min(h, max(UPCONV_CHUNK_ROWS, max(s1 - s0 for _, _, s0, s1 in bands)))
+    out = x.new_empty(b, height, width, o)
+    src = x.permute(0, 2, 3, 1)  # (B, h, w, C)
+    chunk = x.new_empty(chunk_rows * w, 9 * o)
+    for i in range(b):
+        c0 = c1 = 0
+        for r0, r1, s0, s1 in bands:
+            if s1 > c1:  # the 9 channel mixes of the next chunk of source rows
+                c0, c1 = s0, min(h, s0 + chunk_rows)
+                torch.matmul(src[i, c0:c1].reshape(-1, c), mixes, out=chunk[:(c1 - c0) * w])
+            mixed = chunk[:(c1 - c0) * w].view(c1 - c0, w, 3, 3 * o)[s0 - c0:s1 - c0]
+            rows = torch.mm(heights[r0:r1, s0:s1], mixed[:, :, 0].flatten(1))
+            rows.addmm_(heights[r0 + 1:r1 + 1, s0:s1], mixed[:, :, 1].flatten(1))
+            rows.addmm_(heights[r0 + 2:r1 + 2, s0:s1], mixed[:, :, 2].flatten(1))
+            n = r1 - r0
+            taps = F.interpolate(rows.view(1, n, w, 3 * o).permute(0, 3, 1, 2), size=(n, width), mode="bilinear",
+                                 align_corners=True).permute(0, 2, 3, 1).view(n, width, 3, o)
+            y = out[i, r0:r1]
+            y.copy_(taps[:, :, 1])
+            y[:, 1:] += taps[:, :-1, 0]
+            y[:, :-1] += taps[:, 1:, 2]
+    if conv.bias is not None:
+        out.add_(conv.bias)
+    return out.permute(0, 3, 1, 2)
+
+
+def upsample_conv3x3_applies(x: torch.Tensor, conv: nn.Module) -> bool:
+    """Where :func:`upsample_conv3x3` is used: CPU inference without autograd, autocast or graph
+    capture, a plain 3x3 / stride 1 / padding 1 convolution (GPUs keep their convolution kernels)."""
+    return (isinstance(conv, nn.Conv2d) and x.device.type == "cpu" and x.dim() == 4 and x.is_floating_point()
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not capturing()
+            and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and conv.weight.dtype == x.dtype)
+
+
+class Upsampled:
+    """A decoder map kept as its low-resolution source and the size it is bilinearly upsampled to
+    (``align_corners=True``), so that a consumer can apply its linear maps first, on 4x fewer
+    pixels. Only the CPU inference fast path produces these; :meth:`full` materializes the map."""
+
+    def __init__(self, low: torch.Tensor, size) -> None:
+        self.low, self.size = low, (int(size[0]), int(size[1]))
+
+    def full(self) -> torch.Tensor:
+        return F.interpolate(self.low, size=self.size, mode="bilinear", align_corners=True)
 
 
 class FastPath:
@@ -157,10 +259,15 @@ def winograd_conv3x3(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Ten
     """
     b, c, h, w = x.shape
     o = weight_t.shape[-1]
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C) contiguous
+    src = x.permute(0, 2, 3, 1)  # (B, H, W, C): a view of a channels-last input
     th, tw = h // 2, w // 2
-    sb, sh, sw, sc = padded.stride()
     band = max(1, WINOGRAD_BAND_TILES // (b * tw))
+    # the zero-padded input exists one band at a time (rows 2 i0 - 1 .. 2 (i0 + nb) of x, plus the
+    # zero columns): no full padded copy, whose fresh pages cost more than the copy itself
+    padded = x.new_empty(b, 2 * band + 2, w + 2, c)
+    padded[:, :, 0].zero_()
+    padded[:, :, w + 1].zero_()
+    sb, sh, sw, sc = padded.stride()
     out = x.new_empty(b, h, w, o)
     rows = x.new_empty(4, b, band, tw, 4, c)  # B^T along the tile rows
     tiles = x.new_empty(4, 4, b, band, tw, c)  # B^T d B
@@ -169,8 +276,14 @@ def winograd_conv3x3(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Ten
     for i0 in range(0, th, band):
         nb = min(band, th - i0)
         n = b * nb * tw
-        d = padded.as_strided((b, nb, tw, 4, 4, c), (sb, 2 * sh, 2 * sw, sh, sw, sc),
-                              padded.storage_offset() + 2 * i0 * sh)
+        top, bottom = 2 * i0 - 1, 2 * (i0 + nb) + 1  # x rows [top, bottom) in padded rows 0 ..
+        lo, hi = max(top, 0), min(bottom, h)
+        if top < 0:
+            padded[:, 0].zero_()
+        if bottom > h:
+            padded[:, hi - top:bottom - top].zero_()
+        padded[:, lo - top:hi - top, 1:w + 1].copy_(src[:, lo:hi])
+        d = padded.as_strided((b, nb, tw, 4, 4, c), (sb, 2 * sh, 2 * sw, sh, sw, sc), padded.storage_offset())
         r, t = rows[:, :, :nb], tiles[:, :, :, :nb]
         _b_transform(d[:, :, :, 0], d[:, :, :, 1], d[:, :, :, 2], d[:, :, :, 3], r)
         _b_transform(r[..., 0, :], r[..., 1, :], r[..., 2, :], r[..., 3, :], t.transpose(0, 1))
