@@ -684,21 +684,42 @@ def test_upsample_conv3x3_equals_interpolate_then_conv_in_float64(batch, channel
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("variant", ["_upsample_conv3x3_dense", "_upsample_conv3x3_interpolate", "dispatch"])
+@pytest.mark.parametrize("source,target,bias", [((4, 5), (8, 10), True), ((5, 3), (9, 7), False)])
+def test_upsample_conv3x3_gradients_equal_interpolate_then_conv_in_float64(variant, source, target, bias):
+    """The autograd forms (training) give the outputs and the input, weight and bias gradients of
+    interpolate-then-conv2d, to 1e-12 in float64."""
+    from zoe_lightning.models import fastpath
+
+    torch.manual_seed(15)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=bias).double()
+    x = torch.randn(2, 3, *source, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn(2, 4, *target, dtype=torch.float64)
+    up = torch.nn.functional.interpolate(x, size=target, mode="bilinear", align_corners=True)
+    expected = torch.nn.functional.conv2d(up, conv.weight, conv.bias, padding=1)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    want = torch.autograd.grad(expected, params, seed)
+    fn = fastpath.upsample_conv3x3 if variant == "dispatch" else (
+        lambda a, c, size: getattr(fastpath, variant)(a, c, *size))
+    got = fn(x, conv, target)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    for g, w in zip(torch.autograd.grad(got, params, seed), want):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-12)
+
+
 def test_upsample_conv3x3_dispatch_and_model_use(monkeypatch):
-    """The DPT head uses the fused path at CPU inference with ``fast_path`` only; training,
-    autocast and ``fast_path=false`` run interpolate + conv2d, with equal outputs."""
+    """The DPT head uses the fused convs on the CPU with ``fast_path`` (inference and training);
+    autocast and ``fast_path=false`` run interpolate + conv2d, with equal outputs and gradients."""
     from zoe_lightning.models import dpt, fastpath
 
     conv = torch.nn.Conv2d(4, 3, 3, padding=1)
     x = torch.randn(1, 4, 5, 6)
-    with torch.no_grad():
-        assert fastpath.upsample_conv3x3_applies(x, conv)
-        assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=2, dilation=2))
-        assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=1, groups=1, stride=2))
-        assert not fastpath.upsample_conv3x3_applies(x.double(), conv)  # weight dtype differs
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not fastpath.upsample_conv3x3_applies(x, conv)
-    assert not fastpath.upsample_conv3x3_applies(x, conv)  # autograd on
+    assert fastpath.upsample_conv3x3_applies(x, conv)
+    assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=2, dilation=2))
+    assert not fastpath.upsample_conv3x3_applies(x, torch.nn.Conv2d(4, 3, 3, padding=1, stride=2))
+    assert not fastpath.upsample_conv3x3_applies(x.double(), conv)  # weight dtype differs
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fastpath.upsample_conv3x3_applies(x, conv)
 
     calls = []
     real = dpt.upsample_conv3x3
@@ -713,8 +734,8 @@ def test_upsample_conv3x3_dispatch_and_model_use(monkeypatch):
         assert len(calls) == 2  # original op order: not used
     for name in ("metric_depth", "relative_depth", "probs", "bin_centers"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-4)
-    ref(image)  # autograd: interpolate + conv2d
-    assert len(calls) == 2
+    _assert_same(ref, slow, image)  # training: outputs and every gradient
+    assert len(calls) == 4
 
 
 def test_upsampled_map_feeds_projectors_like_the_full_map():

@@ -106,7 +106,7 @@ class CoreOutput:
     relative_depth: torch.Tensor  # (B,1,H,W) non-negative, affine-invariant inverse depth
     out_conv: torch.Tensor  # (B,32,H,W) after the ReLU of the 128->32 conv
     bottleneck: torch.Tensor  # (B,256,H/32,W/32) = layer4_rn
-    # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]; at CPU inference with the fast path r1 is an
+    # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]; on the CPU with the fast path r1 is an
     # Upsampled (its /4 source: the consumers' 1x1 convs run before the upsampling)
     fusion: List[Union[torch.Tensor, Upsampled]]
 
@@ -115,10 +115,11 @@ class DPTCore(FastPath, nn.Module):
     """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head).
 
     ``winograd``: the ``layer*_rn`` and first output convolutions as in :class:`ResidualConvUnit`.
-    ``fast_path``: at CPU inference the finest fusion map ``r1`` is never upsampled: the first
-    output convolution reads it through :func:`~zoe_lightning.models.fastpath.upsample_conv3x3`
-    (its channel mixes at the lower resolution), so does the 128 -> 32 convolution after the
-    head's 2x upsampling, and the metric head's projector receives it as an
+    ``fast_path``: on the CPU (inference and training) the finest fusion map ``r1`` is never
+    upsampled: the first output convolution reads it through
+    :func:`~zoe_lightning.models.fastpath.upsample_conv3x3` (its channel mixes at the lower
+    resolution), so does the 128 -> 32 convolution after the head's 2x upsampling, and the
+    metric head's projector receives it as an
     :class:`~zoe_lightning.models.fastpath.Upsampled` map (first 1x1 conv before the upsampling).
     The same function; no full-resolution 256- or 128-channel map is allocated.
     """
