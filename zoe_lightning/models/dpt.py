@@ -114,7 +114,8 @@ class CoreOutput:
 class DPTCore(FastPath, nn.Module):
     """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head).
 
-    ``winograd``: the ``layer*_rn`` and first output convolutions as in :class:`ResidualConvUnit`.
+    ``winograd``: the ``layer*_rn`` convolutions as in :class:`ResidualConvUnit`, and the first output
+    convolution where the fused path below does not apply.
     ``fast_path``: on the CPU (inference and training) the finest fusion map ``r1`` is never
     upsampled: the first output convolution reads it through
     :func:`~zoe_lightning.models.fastpath.upsample_conv3x3` (its channel mixes at the lower
