@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["FastPath", "pixels", "conv1x1", "is_pointwise_conv", "pointwise", "RowUpsampler", "capturing",
-           "winograd_weight", "winograd_conv3x3", "conv3x3", "upsample_conv3x3", "Upsampled"]
+           "winograd_weight", "winograd_conv3x3", "conv3x3", "upsample_conv3x3", "Upsampled", "interpolation_weights"]
 
 
 def capturing() -> bool:
@@ -72,6 +72,22 @@ def pointwise(layers: nn.Module, x, fast: bool) -> torch.Tensor:
     return x
 
 
+def interpolation_weights(source: int, size: int, pad: int = 0):
+    """``align_corners=True`` linear interpolation from ``source`` to ``size`` positions as a dense
+    float64 (size + 2 pad, source) matrix (``pad`` zero rows before and after: a convolution's zero
+    padding just outside the interpolated map), with each output position's two source indices
+    (``lo``, ``hi`` lists, unpadded)."""
+    pos = torch.arange(size, dtype=torch.float64) * ((source - 1) / (size - 1) if size > 1 else 0.0)
+    lo = pos.floor().clamp(max=source - 1)
+    frac = pos - lo
+    hi = (lo + 1).clamp(max=source - 1)
+    weights = torch.zeros(size + 2 * pad, source, dtype=torch.float64)
+    rows = torch.arange(pad, size + pad)
+    weights[rows, lo.long()] += 1 - frac
+    weights[rows, hi.long()] += frac
+    return weights, lo.long().tolist(), hi.long().tolist()
+
+
 class RowUpsampler:
     """Bilinear (``align_corners=True``) upsampling of a pixel-major map, one band of rows at a time.
 
@@ -84,15 +100,7 @@ class RowUpsampler:
     """
 
     def __init__(self, source_rows: int, rows: int, like: torch.Tensor) -> None:
-        scale = (source_rows - 1) / (rows - 1) if rows > 1 else 0.0
-        src = torch.arange(rows, dtype=torch.float64) * scale
-        lo = src.floor().clamp(max=source_rows - 1)
-        frac = src - lo
-        hi = (lo + 1).clamp(max=source_rows - 1)
-        weights = torch.zeros(rows, source_rows, dtype=torch.float64)
-        weights[torch.arange(rows), lo.long()] += 1 - frac
-        weights[torch.arange(rows), hi.long()] += frac
-        self.lo, self.hi = lo.long().tolist(), hi.long().tolist()
+        weights, self.lo, self.hi = interpolation_weights(source_rows, rows)
         self.weights = weights.to(device=like.device, dtype=like.dtype)
 
     def band(self, low: torch.Tensor, r0: int, r1: int, width: int) -> torch.Tensor:
@@ -113,21 +121,6 @@ UPCONV_BAND_ROWS = 8
 UPCONV_CHUNK_ROWS = 64
 
 
-def _shifted_interpolation(source: int, size: int) -> torch.Tensor:
-    """(size + 2, source) float64: rows ``1..size`` are the ``align_corners=True`` linear
-    interpolation weights of each output position, rows ``0`` and ``size + 1`` are zero (the
-    convolution's zero padding just outside the upsampled map)."""
-    m = torch.zeros(size + 2, source, dtype=torch.float64)
-    pos = torch.arange(size, dtype=torch.float64) * ((source - 1) / (size - 1) if size > 1 else 0.0)
-    lo = pos.floor().clamp(max=source - 1)
-    frac = pos - lo
-    hi = (lo + 1).clamp(max=source - 1)
-    rows = torch.arange(1, size + 1)
-    m[rows, lo.long()] += 1 - frac
-    m[rows, hi.long()] += frac
-    return m
-
-
 def _upsample_conv3x3_dense(x: torch.Tensor, conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
     """:func:`upsample_conv3x3` for autograd, as three matrix products: the 9 channel mixes at the
     source resolution, the three ``ky`` taps' shifted height interpolations as one (H, 3h) matrix,
@@ -135,9 +128,9 @@ def _upsample_conv3x3_dense(x: torch.Tensor, conv: nn.Conv2d, height: int, width
     matrices are dense (cost ~ H h + W w per pixel): for the small maps of CPU training."""
     b, c, h, w = x.shape
     o = conv.out_channels
-    a = _shifted_interpolation(h, height).to(device=x.device, dtype=x.dtype)
+    a = interpolation_weights(h, height, pad=1)[0].to(device=x.device, dtype=x.dtype)
     a = torch.cat([a[0:height], a[1:height + 1], a[2:height + 2]], 1)  # (H, ky * h)
-    bw = _shifted_interpolation(w, width).to(device=x.device, dtype=x.dtype)
+    bw = interpolation_weights(w, width, pad=1)[0].to(device=x.device, dtype=x.dtype)
     bw = torch.cat([bw[0:width], bw[1:width + 1], bw[2:width + 2]], 1)  # (W, kx * w)
     mixes = conv.weight.permute(2, 1, 3, 0).reshape(3, c, 3 * o)  # (ky, C, kx * O)
     z = torch.matmul(x.permute(0, 2, 3, 1).reshape(b, 1, h * w, c), mixes)  # (B, ky, h w, kx O)
@@ -198,10 +191,8 @@ def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d, size) -> torch.Tensor:
             return _upsample_conv3x3_dense(x, conv, height, width)
         return _upsample_conv3x3_interpolate(x, conv, height, width)
     mixes = conv.weight.permute(1, 2, 3, 0).reshape(c, 9 * o)  # (C, ky * kx * O)
-    heights = _shifted_interpolation(h, height).to(device=x.device, dtype=x.dtype)
-    pos = torch.arange(height, dtype=torch.float64) * ((h - 1) / (height - 1) if height > 1 else 0.0)
-    lo = pos.floor().long().clamp(max=h - 1).tolist()
-    hi = (pos.floor().long() + 1).clamp(max=h - 1).tolist()
+    heights, lo, hi = interpolation_weights(h, height, pad=1)  # row 0 / H + 1: the zero padding
+    heights = heights.to(device=x.device, dtype=x.dtype)
     # each band reads upsampled rows r0 - 1 .. r1 (taps ky = 0..2), i.e. source rows s0 .. s1 - 1
     bands = [(r0, min(height, r0 + UPCONV_BAND_ROWS)) for r0 in range(0, height, UPCONV_BAND_ROWS)]
     bands = [(r0, r1, lo[max(r0 - 1, 0)], hi[min(r1, height - 1)] + 1) for r0, r1 in bands]
