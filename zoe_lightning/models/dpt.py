@@ -61,11 +61,10 @@ class FeatureFusionBlock(FastPath, nn.Module):
         return self.resConfUnit2(x)
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size=None) -> torch.Tensor:
-        x = self._fuse(x, skip)
-        size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)
+        size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)  # residual units keep the size
         if self.fast_path:
-            return _up(conv1x1(x, self.out_conv), size)
-        return self.out_conv(_up(x, size))
+            return _up(self.forward_low(x, skip), size)
+        return self.out_conv(_up(self._fuse(x, skip), size))
 
     def forward_low(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The output before its final 2x upsampling (the fast path's order: 1x1 conv, then
