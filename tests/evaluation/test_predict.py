@@ -55,7 +55,7 @@ def test_mixed_size_batch_equals_one_by_one():
     from zoe_lightning import build_model
     from zoe_lightning.predict import predict_images
 
-    from .conftest import tiny_config
+    from ..conftest import tiny_config
 
     torch.manual_seed(0)
     model = build_model(tiny_config("model.keep_aspect_ratio=true", *SMALL)).eval()

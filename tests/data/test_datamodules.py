@@ -328,7 +328,7 @@ def test_bench_data_quick_rows():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_data
 
     rows = bench_data.run(quick=True)

@@ -20,7 +20,7 @@ from zoe_lightning.compare import (
 )
 from zoe_lightning.errors import UserError
 
-from .conftest import TINY
+from ..conftest import TINY
 
 CSV = """epoch,step,train/loss,val/abs_rel,val/nyu/abs_rel,val/nyu/rmse
 0,9,1.0,,,

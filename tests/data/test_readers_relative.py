@@ -13,7 +13,7 @@ import torch
 from data_modules.datasets import DATASETS, build_dataset
 from zoe_lightning.errors import UserError
 
-from . import data_fixtures_extra as fx
+from ..fixtures import data_fixtures_extra as fx
 from .test_readers_zero_shot import check_contract
 
 M12 = ["hrwsi", "blendedmvs", "redweb", "diml_indoor_relative", "movies_3d", "megadepth", "wsvd", "tartanair",

@@ -15,7 +15,7 @@ import torch
 from data_modules.datasets import build_dataset
 from zoe_lightning.errors import UserError
 
-from . import data_fixtures_extra as fx
+from ..fixtures import data_fixtures_extra as fx
 
 SAMPLE_KEYS = {"image", "depth", "valid", "depth_kind", "domain", "dataset", "intrinsics", "min_depth", "max_depth"}
 

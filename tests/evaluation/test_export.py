@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import NK_BINS, tiny_config
+from ..conftest import NK_BINS, tiny_config
 from .test_evaluate import SMALL, make_checkpoint
 
 ort = pytest.importorskip("onnxruntime")

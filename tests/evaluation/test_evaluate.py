@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 # a smaller head and decoder than TINY alone: ~10x fewer operations per forward pass
 SMALL = ["model.features=32", "model.head.bin_embedding_dim=16", "model.head.seed_mlp_dim=16",
@@ -274,7 +274,7 @@ def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
     NYU with the Eigen box and 10 m (the readers' own eval_crop / range), GT at native size."""
     from zoe_lightning.cli import main
 
-    from .data_fixtures import make_kitti, make_nyu
+    from ..fixtures.data_fixtures import make_kitti, make_nyu
 
     kitti = make_kitti(tmp_path / "kitti", n=1, none_rows=0)
     nyu = make_nyu(tmp_path / "nyu", split="test", n=1, size=(480, 640))

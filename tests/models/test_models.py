@@ -19,7 +19,7 @@ from zoe_lightning.models.bins import (
 )
 from zoe_lightning.models.encoder import Encoder, _relative_position_index
 
-from .conftest import NK_BINS, tiny_config
+from ..conftest import NK_BINS, tiny_config
 
 HEADS = ["metric_bins", "splitter", "naive"]
 BIN_TYPES = ["softplus", "normed", "hybrid1", "hybrid2"]

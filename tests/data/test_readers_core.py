@@ -32,7 +32,7 @@ from data_modules.datasets.kitti import KittiDataset
 from data_modules.datasets.nyu import NYU_INTRINSICS, NYUDataset
 from zoe_lightning.errors import UserError
 
-from .data_fixtures import (
+from ..fixtures.data_fixtures import (
     KITTI_CALIB,
     coord_image,
     make_folder,
@@ -44,7 +44,7 @@ from .data_fixtures import (
     write_rgb,
 )
 
-SPLITS = Path(__file__).resolve().parent.parent / "data_modules" / "splits"
+SPLITS = Path(__file__).resolve().parents[2] / "data_modules" / "splits"
 
 
 # ----------------------------------------------------------------------------- split files
@@ -191,7 +191,7 @@ def test_hdf5_without_h5py_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_exr_depth_decoded_and_corrupt_exr_reported(tmp_path):
-    from .data_fixtures_extra import write_exr_file
+    from ..fixtures.data_fixtures_extra import write_exr_file
 
     a = np.array([[1.25, 2.5, 0.0], [3.75, 80.0, 1e-3]], np.float32)
     path = write_exr_file(tmp_path / "d.exr", a)
@@ -531,7 +531,7 @@ def test_folder_yaml_example_from_the_docs(tmp_path):
     """The README's folder example builds and reads as documented."""
     from omegaconf import OmegaConf
 
-    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"```yaml\n(# folder example.*?)```", doc, re.S)
     assert block, "the folder YAML example is missing from README.md"
     cfg = OmegaConf.to_container(OmegaConf.create(block.group(1)), resolve=True)

@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from zoe_lightning import load_config
 from zoe_lightning.train import heads_can_skip_batches, resolve_strategy
 
-from .conftest import TINY
+from ..conftest import TINY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NK = "model.bins=[{name: nyu, n_bins: 16, max_depth: 10},{name: kitti, n_bins: 16, max_depth: 80}]"
 
 

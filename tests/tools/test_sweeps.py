@@ -24,9 +24,9 @@ from zoe_lightning.sweeps import (
     tag_run,
 )
 
-from .conftest import TINY
+from ..conftest import TINY
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "experiments" / "sweeps"
 
 SWEEP_YAML = """

@@ -9,7 +9,7 @@ import pytest
 from zoe_lightning import ConfigError, cli, load_config
 from zoe_lightning.config import list_experiments
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_merge_order_base_parent_experiment_overrides(tmp_path):

@@ -17,9 +17,9 @@ from zoe_lightning.models import build_model
 from zoe_lightning.models.bins import AttractorLayer, LogBinomial, _AttractorSum, _LogBinomialSoftmax
 from zoe_lightning.models.encoder import Encoder
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["model.img_size=[32,48]", "model.features=32", "model.head.bin_embedding_dim=16",
          "model.head.seed_mlp_dim=16", "model.head.projector_mlp_dim=16"]
 BEIT = ["model.backbone=test_beit", *SMALL]
