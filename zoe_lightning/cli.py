@@ -28,10 +28,10 @@ COMMANDS = {
     "eval": ("zoe_lightning.evaluate", "evaluate a checkpoint with the paper's protocol"),
     "predict": ("zoe_lightning.predict", "turn images into metric depth maps"),
     "export": ("zoe_lightning.export", "export a checkpoint to ONNX"),
-    "compare": ("zoe_lightning.compare", "compare runs: table and plots"),
-    "sweep-local": ("zoe_lightning.sweeps", "run a sweep file without W&B (local devices or SLURM array)"),
-    "sweep-run": ("zoe_lightning.sweep_run", "one run of a sweep (the program a sweep file's command runs)"),
-    "slurm": ("zoe_lightning.slurm", "write (and submit) an sbatch script for an experiment"),
+    "compare": ("zoe_lightning.tools.compare.report", "compare runs: table and plots"),
+    "sweep-local": ("zoe_lightning.tools.sweeps.local", "run a sweep file without W&B (local devices or SLURM array)"),
+    "sweep-run": ("zoe_lightning.tools.sweeps.sweep_run", "one run of a sweep (the program a sweep file's command runs)"),
+    "slurm": ("zoe_lightning.tools.slurm", "write (and submit) an sbatch script for an experiment"),
 }
 
 

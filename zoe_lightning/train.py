@@ -227,7 +227,7 @@ def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, f
     ``zoe-lightning compare`` and the sweep launcher (rank 0 only)."""
     import json
 
-    from .compare import best_point, read_csv_log, validation_points
+    from .tools.compare.runs import best_point, read_csv_log, validation_points
 
     monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
     csv_path = run_dir / "csv" / "metrics.csv"

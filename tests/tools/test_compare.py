@@ -8,17 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from zoe_lightning.compare import (
-    aggregate,
-    best_point,
-    build_table,
-    compare,
-    load_run,
-    read_csv_log,
-    table_markdown,
-    validation_points,
-)
 from zoe_lightning.errors import UserError
+from zoe_lightning.tools.compare.report import compare
+from zoe_lightning.tools.compare.runs import best_point, load_run, read_csv_log, validation_points
+from zoe_lightning.tools.compare.table import aggregate, build_table, table_markdown
 
 from ..conftest import TINY
 

@@ -40,6 +40,14 @@ def test_dry_run_script_directives(capsys, tmp_path):
     assert len(written) == 1 and written[0].read_text() == text and "not submitted" in err
 
 
+
+def test_script_changes_into_the_repository_root_by_default():
+    from zoe_lightning.tools.slurm import render_script
+
+    repo = Path(__file__).resolve().parents[2]
+    text = render_script("inverse_attractor_16841", [], nodes=1, gpus=1)
+    assert f"cd {shlex.quote(str(repo))}" in text.splitlines()
+
 def test_srun_line_runs_train_with_the_overrides_verbatim(capsys, tmp_path):
     text, _ = _script(capsys, tmp_path)
     lines = [line for line in text.splitlines() if line.startswith("srun ")]

@@ -10,19 +10,10 @@ from pathlib import Path
 import pytest
 
 from zoe_lightning.errors import UserError
-from zoe_lightning.sweeps import (
-    SweepState,
-    build_command,
-    expand_grid,
-    find_resume_checkpoint,
-    format_args,
-    keyed_grid,
-    launch,
-    load_sweep,
-    slurm_array_script,
-    sweep_run_overrides,
-    tag_run,
-)
+from zoe_lightning.tools.sweeps.grid import build_command, expand_grid, format_args, keyed_grid, load_sweep
+from zoe_lightning.tools.sweeps.local import slurm_array_script
+from zoe_lightning.tools.sweeps.runner import SweepState, find_resume_checkpoint, launch
+from zoe_lightning.tools.sweeps.sweep_run import sweep_run_overrides, tag_run
 
 from ..conftest import TINY
 
@@ -301,7 +292,7 @@ command: ["${{env}}", "${{interpreter}}", -m, zoe_lightning, sweep-run, "${{args
     assert len(summaries) == 2
     s = json.loads(summaries[0].read_text())
     assert s["group"] == "e2e" and "seed1" in s["tags"] and "quickstart" in s["tags"]
-    from zoe_lightning.compare import compare
+    from zoe_lightning.tools.compare.report import compare
 
     out = compare(group="e2e", root=tmp_path / "runs", output=tmp_path / "cmp", log_wandb=False)
     assert out["table"]["rows"][0]["n"] == 2
@@ -326,7 +317,7 @@ def test_subprocess_runner_logs_output_and_stops_on_sigterm(tmp_path):
     import os
     import signal
 
-    from zoe_lightning.sweeps import subprocess_runner
+    from zoe_lightning.tools.sweeps.runner import subprocess_runner
 
     log = tmp_path / "logs" / "k.log"
     assert subprocess_runner([sys.executable, "-c", "print('hello')"], dict(os.environ), log) == 0

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = ["add_arguments", "run", "render_script", "train_command", "script_path"]
 
@@ -112,7 +112,7 @@ def render_script(experiment: str, overrides: Sequence[str], *, nodes: int = 1, 
     if gpus < 0:
         raise UserError(f"--gpus must be >= 0, got {gpus}")
     name = job_name or f"zoe-{Path(experiment).stem}"
-    workdir = workdir or str(Path(__file__).resolve().parent.parent)
+    workdir = workdir or str(Path(__file__).resolve().parents[2])  # the repository root
     directives = sbatch_directives(
         job_name=name, nodes=nodes, gpus=gpus, cpus_per_task=cpus_per_task, output=f"{log_dir}/%x-%j.out",
         mem=mem, time_limit=time_limit, partition=partition, account=account, append_log=True, extra=extra_sbatch,
@@ -152,7 +152,7 @@ def script_path(log_dir: Path, experiment: str) -> Path:
 
 
 def run(args) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     _split_rest(args)
     cfg = load_config(args.experiment, args.overrides)  # bad keys fail here, before anything is queued
