@@ -29,7 +29,9 @@ import numpy as np
 
 from zoe_lightning.errors import UserError
 
-from .base import NAN4, FileDepthDataset, Record, parse_split_file, read_depth, resolve_under
+from .base import NAN4, FileDepthDataset, Record
+from .io import read_depth
+from .layouts import parse_split_file, resolve_under
 from .kitti import KB_CROP_SIZE, kb_crop_offsets
 
 __all__ = ["FolderDataset"]

@@ -31,7 +31,9 @@ import numpy as np
 
 from zoe_lightning.errors import UserError
 
-from .base import NAN4, FileDepthDataset, Record, package_split, parse_split_file, read_depth_png, resolve_under
+from .base import NAN4, FileDepthDataset, Record
+from .io import read_depth_png
+from .layouts import package_split, parse_split_file, resolve_under
 
 __all__ = ["KittiDataset", "KB_CROP_SIZE", "kb_crop_offsets", "read_kitti_calib"]
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Sequence
 
-from .base import FileDepthDataset, Record, package_split, parse_split_file, read_depth_png, resolve_under
+from .base import FileDepthDataset, Record
+from .io import read_depth_png
+from .layouts import package_split, parse_split_file, resolve_under
 
 __all__ = ["NYUDataset", "NYU_INTRINSICS"]
 

@@ -39,9 +39,11 @@ import numpy as np
 
 from zoe_lightning.errors import UserError
 
-from .base import NAN4, parse_split_file, read_depth
+from .base import NAN4
 from .exr import ExrError, read_exr
-from .zero_shot import DIMLIndoor, LayoutReader, _replace_dir, _swap_ext
+from .io import read_depth
+from .layouts import LayoutReader, parse_split_file, replace_dir, swap_ext
+from .zero_shot import DIMLIndoor
 
 __all__ = [
     "HRWSI",
@@ -82,10 +84,10 @@ class HRWSI(LayoutReader):
         super().__init__(split=split, **options)
 
     def depth_path(self, image):
-        return os.path.join(os.path.dirname(_replace_dir(image, "imgs", "gts")), _stem(image) + ".png")
+        return os.path.join(os.path.dirname(replace_dir(image, "imgs", "gts")), _stem(image) + ".png")
 
     def mask_paths(self, image):
-        return [os.path.join(os.path.dirname(_replace_dir(image, "imgs", "valid_masks")), _stem(image) + ".png")]
+        return [os.path.join(os.path.dirname(replace_dir(image, "imgs", "valid_masks")), _stem(image) + ".png")]
 
 
 # -------------------------------------------------------------------------------------- ReDWeb
@@ -99,7 +101,7 @@ class ReDWeb(LayoutReader):
     image_patterns = ("Imgs/*.jpg", "Imgs/*.png")
 
     def depth_path(self, image):
-        return os.path.join(os.path.dirname(_replace_dir(image, "Imgs", "RDs")), _stem(image) + ".png")
+        return os.path.join(os.path.dirname(replace_dir(image, "Imgs", "RDs")), _stem(image) + ".png")
 
 
 # -------------------------------------------------------------------------------------- BlendedMVS
@@ -148,11 +150,11 @@ class BlendedMVS(LayoutReader):
         return images
 
     def depth_path(self, image):
-        return os.path.join(os.path.dirname(_replace_dir(image, "blended_images", "rendered_depth_maps")),
+        return os.path.join(os.path.dirname(replace_dir(image, "blended_images", "rendered_depth_maps")),
                             _stem(image) + ".pfm")
 
     def intrinsics_of(self, record, height, width):
-        cam = os.path.join(os.path.dirname(_replace_dir(record.image, "blended_images", "cams")),
+        cam = os.path.join(os.path.dirname(replace_dir(record.image, "blended_images", "cams")),
                            _stem(record.image) + "_cam.txt")
         return read_blendedmvs_intrinsics(cam) or NAN4
 
@@ -169,7 +171,7 @@ class MegaDepth(LayoutReader):
     depth_key = "depth"
 
     def depth_path(self, image):
-        return os.path.join(os.path.dirname(_replace_dir(image, "imgs", "depths")), _stem(image) + ".h5")
+        return os.path.join(os.path.dirname(replace_dir(image, "imgs", "depths")), _stem(image) + ".h5")
 
 
 # -------------------------------------------------------------------------------------- DIML indoor
@@ -206,14 +208,14 @@ class StereoFrames(LayoutReader):
         super().__init__(split=split, **options)
 
     def depth_path(self, image):
-        base = os.path.join(os.path.dirname(_replace_dir(image, "frames", "disparity")), _stem(image))
+        base = os.path.join(os.path.dirname(replace_dir(image, "frames", "disparity")), _stem(image))
         for ext in self.DISPARITY_EXTENSIONS:
             if os.path.exists(base + ext):
                 return base + ext
         return base + self.DISPARITY_EXTENSIONS[0]  # reported as missing by the file check
 
     def mask_paths(self, image):
-        mask = os.path.join(os.path.dirname(_replace_dir(image, "frames", "mask")), _stem(image) + ".png")
+        mask = os.path.join(os.path.dirname(replace_dir(image, "frames", "mask")), _stem(image) + ".png")
         return [mask] if os.path.exists(mask) else []
 
     def decode_depth(self, path, index):
@@ -245,7 +247,7 @@ class TartanAir(LayoutReader):
     intrinsics = (320.0, 320.0, 320.0, 240.0)
 
     def depth_path(self, image):
-        return os.path.join(os.path.dirname(_replace_dir(image, "image_left", "depth_left")),
+        return os.path.join(os.path.dirname(replace_dir(image, "image_left", "depth_left")),
                             _stem(image) + "_depth.npy")
 
 
@@ -260,7 +262,7 @@ class ApolloScape(LayoutReader):
     depth_divisor = 200.0
 
     def depth_path(self, image):
-        return _swap_ext(_replace_dir(image, "ColorImage", "Depth"), ".jpg", ".png")
+        return swap_ext(replace_dir(image, "ColorImage", "Depth"), ".jpg", ".png")
 
 
 # -------------------------------------------------------------------------------------- IRS
@@ -275,7 +277,7 @@ class IRS(LayoutReader):
 
     def depth_path(self, image):
         folder, base = os.path.split(image)
-        return os.path.join(folder, "d_" + _swap_ext(base[2:], ".png", ".exr"))
+        return os.path.join(folder, "d_" + swap_ext(base[2:], ".png", ".exr"))
 
     def decode_depth(self, path, index):
         if not path.lower().endswith(".exr"):

@@ -1,4 +1,4 @@
-"""Readers for the zero-shot evaluation sets of ZoeDepth (and the layout helper of the relative sets).
+"""Readers for the zero-shot evaluation sets of ZoeDepth (on :class:`~.layouts.LayoutReader`).
 
 Each reader follows the on-disk layout, depth unit and evaluation range of the original ZoeDepth
 loader for that set (``zoedepth/data/*.py`` and ``DATASETS_CONFIG`` in ``zoedepth/utils/config.py``;
@@ -26,30 +26,18 @@ for DDAD) is the transform's job; ground truth stays at its native size, as in t
 from __future__ import annotations
 
 import functools
-import glob
-import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List
 
 import numpy as np
 
 from zoe_lightning.errors import UserError
 
+from .io import read_hdf5
 from .kitti import KittiDataset
-from .base import (
-    NAN4,
-    FileDepthDataset,
-    Record,
-    parse_split_file,
-    read_depth,
-    read_depth_png,
-    read_hdf5,
-    read_npy,
-    resolve_under,
-)
+from .layouts import LayoutReader, parse_split_file, replace_dir, swap_ext
 
 __all__ = [
-    "LayoutReader",
     "SUNRGBD",
     "IBims",
     "DIODEIndoor",
@@ -62,123 +50,6 @@ __all__ = [
     "hypersim_distance_to_depth",
     "ZERO_SHOT_READERS",
 ]
-
-log = logging.getLogger(__name__)
-
-WHOLE_SET = {"train": "all", "val": "all", "test": "all"}
-
-
-class LayoutReader(FileDepthDataset):
-    """A reader for "image file -> depth file found by a path rule" layouts.
-
-    Subclasses set ``image_patterns`` (globs under ``root``) and implement :meth:`depth_path`
-    (and :meth:`mask_paths` for per-pixel validity masks stored next to the depth). A
-    ``split_file`` (lines ``<image> [[<other>] <depth>]`` relative to ``root``: first column the
-    image, last the depth; ``#`` comments allowed) replaces the glob. ``depth_divisor`` (stored
-    value / divisor = depth in the dataset's unit) and ``depth_key`` (HDF5/NPZ array name) can be
-    overridden per dataset entry.
-    """
-
-    image_patterns: Tuple[str, ...] = ()
-    depth_divisor = 1.0
-    depth_key: Optional[str] = None
-    default_split_map = WHOLE_SET
-    intrinsics: Sequence[float] = NAN4  # of the native frame, when the dataset documents them
-
-    def __init__(self, split: str = "test", depth_divisor: Optional[float] = None, depth_key: Optional[str] = None,
-                 **options: Any) -> None:
-        if depth_divisor is not None:
-            if not float(depth_divisor) > 0:
-                raise UserError(f"{self.name}: depth_divisor must be positive, got {depth_divisor}")
-            self.depth_divisor = float(depth_divisor)
-        if depth_key is not None:
-            self.depth_key = str(depth_key)
-        super().__init__(split=split, **options)
-
-    # ---------------------------------------------------------------- layout rules
-    def depth_path(self, image: str) -> str:
-        raise NotImplementedError
-
-    def mask_paths(self, image: str) -> List[str]:
-        """Files whose non-zero pixels are valid (all must hold); default none."""
-        return []
-
-    def select(self, images: List[str]) -> List[str]:
-        """The images of ``self.split`` among all found (sorted); default: all of them."""
-        return images
-
-    # ---------------------------------------------------------------- records
-    def find_images(self, root: str) -> List[str]:
-        found = set()
-        for pattern in self.image_patterns:
-            found.update(glob.glob(os.path.join(glob.escape(root), pattern), recursive=True))
-        if not found:
-            raise UserError(f"{self.name}: no images matching {' or '.join(self.image_patterns)} under {root}")
-        return sorted(found)
-
-    def list_records(self) -> List[Record]:
-        root = self.require_root(self.root)
-        if self.split_file:
-            self.split_file_used = self.split_file
-            records = []
-            for row in parse_split_file(self.split_file, 1, 3):
-                image = resolve_under(root, row.columns[0])
-                depth = resolve_under(root, row.columns[-1]) if len(row.columns) > 1 else self.depth_path(image)
-                records.append(Record(image, depth, {"masks": self.mask_paths(image)}))
-        else:
-            records = [Record(im, self.depth_path(im), {"masks": self.mask_paths(im)})
-                       for im in self.select(self.find_images(root))]
-        return self._check_masks(records)
-
-    def _check_masks(self, records: List[Record]) -> List[Record]:
-        """Mask files are part of a sample: missing ones fail (or are skipped) like images."""
-        missing = [m for r in records for m in r.extra.get("masks", ()) if not os.path.exists(m)]
-        if not missing:
-            return records
-        kept = [r for r in records if all(os.path.exists(m) for m in r.extra.get("masks", ()))]
-        if not self.skip_missing:
-            raise UserError(f"{self.name} ({self.split}): {len(missing)} mask file(s) are missing "
-                            f"({len(records) - len(kept)} of {len(records)} samples), first: "
-                            f"{', '.join(missing[:3])}; fix the root or set skip_missing: true")
-        self.stats["missing_skipped"] += len(records) - len(kept)
-        log.warning("%s (%s): skipped %d samples with missing mask files, first: %s",
-                    self.name, self.split, len(records) - len(kept), missing[0])
-        return kept
-
-    # ---------------------------------------------------------------- decoding
-    def decode_depth(self, path: str, index: int) -> np.ndarray:
-        return read_depth(path, self.depth_divisor, self.depth_key, index)
-
-    def read_depth_map(self, record: Record, index: int):
-        depth = self.decode_depth(record.depth, index)
-        valid = None
-        for mask in record.extra.get("masks", ()):
-            m = (read_npy(mask, index=index) if mask.endswith((".npy", ".npz"))
-                 else read_depth_png(mask, index=index)) > 0
-            if m.shape != depth.shape:
-                raise UserError(f"{self.name}: mask {mask} has shape {m.shape} but depth {record.depth} "
-                                f"is {depth.shape} (sample {index})")
-            valid = m if valid is None else valid & m
-        return depth, valid
-
-    def intrinsics_of(self, record: Record, height: int, width: int) -> Sequence[float]:
-        return self.intrinsics
-
-
-def _replace_dir(path: str, old: str, new: str) -> str:
-    """Replace the last path component equal to ``old`` by ``new``."""
-    parts = path.split(os.sep)
-    for k in range(len(parts) - 2, -1, -1):
-        if parts[k] == old:
-            parts[k] = new
-            return os.sep.join(parts)
-    raise UserError(f"path {path} has no '{old}' folder")
-
-
-def _swap_ext(path: str, suffix_old: str, suffix_new: str) -> str:
-    if not path.endswith(suffix_old):
-        raise UserError(f"file {path} does not end with {suffix_old!r}")
-    return path[: -len(suffix_old)] + suffix_new
 
 
 # -------------------------------------------------------------------------------------- SUN RGB-D
@@ -193,7 +64,7 @@ class SUNRGBD(LayoutReader):
     depth_divisor = 1000.0
 
     def depth_path(self, image):
-        return os.path.splitext(_replace_dir(_replace_dir(image, "rgb", "gt"), "rgb", "gt"))[0] + ".png"
+        return os.path.splitext(replace_dir(replace_dir(image, "rgb", "gt"), "rgb", "gt"))[0] + ".png"
 
 
 
@@ -214,10 +85,10 @@ class IBims(LayoutReader):
                 for row in parse_split_file(listing, 1, 1)]
 
     def depth_path(self, image):
-        return _replace_dir(image, "rgb", "depth")
+        return replace_dir(image, "rgb", "depth")
 
     def mask_paths(self, image):
-        return [_replace_dir(image, "rgb", "mask_invalid"), _replace_dir(image, "rgb", "mask_transp")]
+        return [replace_dir(image, "rgb", "mask_invalid"), replace_dir(image, "rgb", "mask_transp")]
 
 
 # -------------------------------------------------------------------------------------- DIODE
@@ -244,10 +115,10 @@ class _DIODE(LayoutReader):
         return super().find_images(root)
 
     def depth_path(self, image):
-        return _swap_ext(image, ".png", "_depth.npy")
+        return swap_ext(image, ".png", "_depth.npy")
 
     def mask_paths(self, image):
-        return [_swap_ext(image, ".png", "_depth_mask.npy")] if self.use_mask else []
+        return [swap_ext(image, ".png", "_depth_mask.npy")] if self.use_mask else []
 
 
 class DIODEIndoor(_DIODE):
@@ -305,7 +176,7 @@ class HyperSim(LayoutReader):
         if not folder.endswith("_final_preview"):
             raise UserError(f"{self.name}: image {image} is not in a scene_cam_XX_final_preview folder")
         return os.path.join(folder[: -len("_final_preview")] + "_geometry_hdf5",
-                            _swap_ext(base, ".tonemap.jpg", ".depth_meters.hdf5"))
+                            swap_ext(base, ".tonemap.jpg", ".depth_meters.hdf5"))
 
     def decode_depth(self, path, index):
         distance = read_hdf5(path, self.depth_key or "dataset", index)
@@ -352,8 +223,8 @@ class VKITTI2(LayoutReader):
         if rel[0] != self.rgb_dir:
             raise UserError(f"{self.name}: image {image} is not under {os.path.join(root, self.rgb_dir)}")
         rel[0] = self.depth_dir
-        rel = _replace_dir(os.sep.join(rel), "rgb", "depth").split(os.sep)
-        rel[-1] = _swap_ext(rel[-1].replace("rgb_", "depth_", 1), ".jpg", ".png")
+        rel = replace_dir(os.sep.join(rel), "rgb", "depth").split(os.sep)
+        rel[-1] = swap_ext(rel[-1].replace("rgb_", "depth_", 1), ".jpg", ".png")
         return os.path.join(root, *rel)
 
     def select(self, images):
@@ -386,7 +257,7 @@ class DDAD(LayoutReader):
     image_patterns = ("*_rgb.png",)
 
     def depth_path(self, image):
-        return _swap_ext(image, "_rgb.png", "_depth.npy")
+        return swap_ext(image, "_rgb.png", "_depth.npy")
 
 
 # -------------------------------------------------------------------------------------- DIML
@@ -404,8 +275,8 @@ class DIMLIndoor(LayoutReader):
         super().__init__(split=split, **options)
 
     def depth_path(self, image):
-        folder, base = os.path.split(_replace_dir(image, "color", "depth_filled"))
-        return os.path.join(folder, _swap_ext(base, "_c.png", "_depth_filled.png"))
+        folder, base = os.path.split(replace_dir(image, "color", "depth_filled"))
+        return os.path.join(folder, swap_ext(base, "_c.png", "_depth_filled.png"))
 
 
 class DIMLOutdoor(LayoutReader):
@@ -418,7 +289,7 @@ class DIMLOutdoor(LayoutReader):
     depth_divisor = 1000.0
 
     def depth_path(self, image):
-        return _replace_dir(image, "outleft", "depthmap")
+        return replace_dir(image, "outleft", "depthmap")
 
 
 ZERO_SHOT_READERS = {

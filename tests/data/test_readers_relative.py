@@ -13,7 +13,9 @@ import torch
 from data_modules.datasets import DATASETS, build_dataset
 from zoe_lightning.errors import UserError
 
-from ..fixtures import data_fixtures_extra as fx
+from ..fixtures.common import H, W, write_exr_file
+from ..fixtures.relative import make_apolloscape, make_blendedmvs, make_hrwsi, make_irs, make_megadepth, make_redweb, make_stereo_frames, make_tartanair
+from ..fixtures.zero_shot import make_diml_indoor
 from .test_readers_zero_shot import check_contract
 
 M12 = ["hrwsi", "blendedmvs", "redweb", "diml_indoor_relative", "movies_3d", "megadepth", "wsvd", "tartanair",
@@ -28,14 +30,14 @@ def test_all_twelve_are_registered():
 
 
 def test_hrwsi_disparity_mask_and_splits(tmp_path):
-    info = fx.make_hrwsi(tmp_path)
+    info = make_hrwsi(tmp_path)
     train = build_dataset("hrwsi", "train", root=str(tmp_path))
     val = build_dataset("hrwsi", "val", root=str(tmp_path))
     test = build_dataset("hrwsi", "test", root=str(tmp_path))
     assert (len(train), len(val)) == (3, 1) and [r.image for r in test.records] == [r.image for r in val.records]
     assert all("/train/imgs/" in r.image for r in train.records)
     s = train[2]
-    check_contract(s, fx.H, fx.W, "disparity", "kitti", "hrwsi")
+    check_contract(s, H, W, "disparity", "kitti", "hrwsi")
     disp, v = s["depth"][0].numpy(), s["valid"][0].numpy()
     item = info["train"][2]
     assert not v[5, 6]  # valid_masks
@@ -45,11 +47,11 @@ def test_hrwsi_disparity_mask_and_splits(tmp_path):
 
 
 def test_redweb_zero_is_invalid(tmp_path):
-    info = fx.make_redweb(tmp_path)
+    info = make_redweb(tmp_path)
     ds = build_dataset("redweb", "train", root=str(tmp_path))
     assert len(ds) == 3
     s = ds[1]
-    check_contract(s, fx.H, fx.W, "disparity", "kitti", "redweb")
+    check_contract(s, H, W, "disparity", "kitti", "redweb")
     raw = info["items"][1]["disp"]
     assert (raw == 0).any()
     assert np.array_equal(s["valid"][0].numpy(), raw > 0)
@@ -57,7 +59,7 @@ def test_redweb_zero_is_invalid(tmp_path):
 
 
 def test_blendedmvs_lists_pfm_and_cams(tmp_path):
-    info = fx.make_blendedmvs(tmp_path)
+    info = make_blendedmvs(tmp_path)
     train = build_dataset("blendedmvs", "train", root=str(tmp_path))
     val = build_dataset("blendedmvs", "val", root=str(tmp_path))
     assert len(train) == 4 and len(val) == 2  # *_masked.jpg ignored
@@ -66,7 +68,7 @@ def test_blendedmvs_lists_pfm_and_cams(tmp_path):
     assert {r.image.split("/")[-3] for r in val.records} == {pids[2]}
     for ds, k in ((train, 0), (train, 3), (val, 1)):  # both PFM byte orders
         s = ds[k]
-        check_contract(s, fx.H, fx.W, "relative", "kitti", "blendedmvs")
+        check_contract(s, H, W, "relative", "kitti", "blendedmvs")
         pid, i = s["path"].split("/")[-3], int(s["path"].split("/")[-1][:8])
         depth = info["depth"][(pid, i)]
         assert not s["valid"][0, 2, 2]
@@ -75,21 +77,21 @@ def test_blendedmvs_lists_pfm_and_cams(tmp_path):
 
 
 def test_megadepth_hdf5_depth_key(tmp_path):
-    info = fx.make_megadepth(tmp_path)
+    info = make_megadepth(tmp_path)
     ds = build_dataset("megadepth", "train", root=str(tmp_path))
     assert len(ds) == 2
     s = ds[1]
-    check_contract(s, fx.H, fx.W, "relative", "kitti", "megadepth")
+    check_contract(s, H, W, "relative", "kitti", "megadepth")
     depth = info["depth"]["0015"]
     assert not s["valid"][0, 1, 1]
     assert np.array_equal(s["depth"][0].numpy(), np.where(depth > 0, depth, 0))
 
 
 def test_diml_indoor_relative_uses_hr_metric(tmp_path):
-    info = fx.make_diml_indoor(tmp_path, level="HR")
+    info = make_diml_indoor(tmp_path, level="HR")
     ds = build_dataset("diml_indoor_relative", "train", root=str(tmp_path))
     s = ds[1]
-    check_contract(s, fx.H, fx.W, "metric", "nyu", "diml_indoor_relative")
+    check_contract(s, H, W, "metric", "nyu", "diml_indoor_relative")
     raw = info["raw"]["office_2"].astype(np.float64)
     np.testing.assert_allclose(s["depth"][0].numpy(), np.where(raw > 0, raw / 1000, 0), rtol=1e-6)
 
@@ -97,11 +99,11 @@ def test_diml_indoor_relative_uses_hr_metric(tmp_path):
 @pytest.mark.parametrize("name", ["movies_3d", "wsvd"])
 @pytest.mark.parametrize("fmt", ["png", "npy", "pfm"])
 def test_stereo_frame_layout(tmp_path, name, fmt):
-    info = fx.make_stereo_frames(tmp_path, fmt=fmt)
+    info = make_stereo_frames(tmp_path, fmt=fmt)
     ds = build_dataset(name, "train", root=str(tmp_path))
     assert len(ds) == 2 and ds.records[0].depth.endswith("." + fmt)
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "disparity", "kitti", name)
+    check_contract(s, H, W, "disparity", "kitti", name)
     item = info["items"][0]
     expected = (item["disp"] > 0) & (item["mask"] > 0)
     assert not s["valid"][0, 0, 0] and not s["valid"][0, 6, 7]
@@ -111,19 +113,19 @@ def test_stereo_frame_layout(tmp_path, name, fmt):
 
 
 def test_stereo_frame_split_folders(tmp_path):
-    fx.make_stereo_frames(tmp_path / "train")
-    fx.make_stereo_frames(tmp_path / "val")
+    make_stereo_frames(tmp_path / "train")
+    make_stereo_frames(tmp_path / "val")
     (tmp_path / "val" / "clip_b" / "frames" / "000010.jpg").unlink()
     assert len(build_dataset("wsvd", "train", root=str(tmp_path))) == 2
     assert len(build_dataset("wsvd", "val", root=str(tmp_path))) == 1
 
 
 def test_tartanair_sky_masked_and_intrinsics(tmp_path):
-    info = fx.make_tartanair(tmp_path)
+    info = make_tartanair(tmp_path)
     ds = build_dataset("tartanair", "train", root=str(tmp_path))
     assert len(ds) == 2
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "kitti", "tartanair")
+    check_contract(s, H, W, "metric", "kitti", "tartanair")
     depth = info["items"][0]["depth"]
     assert not s["valid"][0, 0].any()  # sky sphere at 10 km
     assert s["valid"][0, 1:].all()
@@ -134,11 +136,11 @@ def test_tartanair_sky_masked_and_intrinsics(tmp_path):
 
 
 def test_apolloscape_png_over_200(tmp_path):
-    info = fx.make_apolloscape(tmp_path)
+    info = make_apolloscape(tmp_path)
     ds = build_dataset("apolloscape", "train", root=str(tmp_path))
     assert len(ds) == 2 and "Camera 5" in ds.records[0].image
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "kitti", "apolloscape")
+    check_contract(s, H, W, "metric", "kitti", "apolloscape")
     assert s["depth"][0, 2, 2].item() == pytest.approx(10.0)
     raw = info["items"][0]["raw"].astype(np.float64)
     assert np.array_equal(s["valid"][0].numpy(), raw > 0)
@@ -147,18 +149,18 @@ def test_apolloscape_png_over_200(tmp_path):
 
 @pytest.mark.parametrize("compression", ["zip", "none"])
 def test_irs_exr_disparity(tmp_path, compression):
-    info = fx.make_irs(tmp_path, compression=compression)
+    info = make_irs(tmp_path, compression=compression)
     ds = build_dataset("irs", "train", root=str(tmp_path))
     assert len(ds) == 4 and all("/l_" in r.image and r.depth.endswith(".exr") for r in ds.records)
     s = ds[3]
-    check_contract(s, fx.H, fx.W, "disparity", "nyu", "irs")
+    check_contract(s, H, W, "disparity", "nyu", "irs")
     disp = info["items"][3]["disp"]
     assert not s["valid"][0, 3, 3]
     assert np.array_equal(s["depth"][0].numpy(), disp)  # FLOAT channel: bit exact
 
 
 def test_irs_list_file_and_unsupported_exr(tmp_path):
-    fx.make_irs(tmp_path)
+    make_irs(tmp_path)
     listing = tmp_path / "IRS_train.list"
     listing.write_text("Home/ArchVizInterior03Data/l_2.png Home/ArchVizInterior03Data/r_2.png "
                        "Home/ArchVizInterior03Data/d_2.exr\n")
@@ -166,7 +168,7 @@ def test_irs_list_file_and_unsupported_exr(tmp_path):
     assert len(ds) == 1 and ds.records[0].depth.endswith("d_2.exr")
     # a compression this reader does not decode itself (PIZ = 4) without the OpenEXR package
     path = tmp_path / "Home" / "ArchVizInterior03Data" / "d_2.exr"
-    fx.write_exr_file(path, np.ones((fx.H, fx.W), np.float32), compression="none")
+    write_exr_file(path, np.ones((H, W), np.float32), compression="none")
     data = bytearray(path.read_bytes())
     at = data.index(b"compression\0compression\0") + len(b"compression\0compression\0") + 4
     data[at] = 4
@@ -216,11 +218,11 @@ def test_exr_reader_channels_half_and_float(tmp_path, compression):
     g = np.random.default_rng(3)
     full = g.uniform(-5, 500, (21, 5)).astype(np.float32)  # 21 rows: two ZIP blocks, the last partial
     half = g.uniform(0, 60, (21, 5)).astype(np.float16)
-    path = fx.write_exr_file(tmp_path / "m.exr", {"R": half, "Y": full, "Z": full * 2}, compression=compression)
+    path = write_exr_file(tmp_path / "m.exr", {"R": half, "Y": full, "Z": full * 2}, compression=compression)
     assert np.array_equal(read_exr(path), full)  # Y preferred
     assert np.array_equal(read_exr(path, "Z"), full * 2)
     assert np.array_equal(read_exr(path, "R"), half.astype(np.float32))
-    only_r = fx.write_exr_file(tmp_path / "r.exr", {"R": half}, compression=compression)
+    only_r = write_exr_file(tmp_path / "r.exr", {"R": half}, compression=compression)
     assert np.array_equal(read_exr(only_r), half.astype(np.float32))  # no Y: R
     with pytest.raises(ExrError, match=r"no channel 'Q'"):
         read_exr(path, "Q")

@@ -15,7 +15,8 @@ import torch
 from data_modules.datasets import build_dataset
 from zoe_lightning.errors import UserError
 
-from ..fixtures import data_fixtures_extra as fx
+from ..fixtures.common import H, W, rgb
+from ..fixtures.zero_shot import make_ddad, make_diml_indoor, make_diml_outdoor, make_diode, make_hypersim, make_ibims, make_sunrgbd, make_vkitti2
 
 SAMPLE_KEYS = {"image", "depth", "valid", "depth_kind", "domain", "dataset", "intrinsics", "min_depth", "max_depth"}
 
@@ -32,11 +33,11 @@ def check_contract(sample, h, w, kind, domain, name):
 
 
 def test_sunrgbd_mm_png_and_8m_cap(tmp_path):
-    info = fx.make_sunrgbd(tmp_path)
+    info = make_sunrgbd(tmp_path)
     ds = build_dataset("sunrgbd", "test", root=str(tmp_path))
     assert len(ds) == 3 and (ds.min_depth, ds.max_depth, ds.eval_crop) == (0.0, 8.0, "eigen")
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "nyu", "sunrgbd")
+    check_contract(s, H, W, "metric", "nyu", "sunrgbd")
     d, v = s["depth"][0].numpy(), s["valid"][0].numpy()
     assert d[2, 2] == pytest.approx(1.234, abs=1e-6)
     assert not v[0, :3].any()  # stored 0
@@ -48,7 +49,7 @@ def test_sunrgbd_mm_png_and_8m_cap(tmp_path):
     np.testing.assert_allclose(d[keep], raw[keep] / 1000.0, rtol=1e-6)
     assert torch.isnan(s["intrinsics"]).all()
     # JPEG: close to what was written, not exact
-    written = fx.rgb(0).astype(np.float32) / 255
+    written = rgb(0).astype(np.float32) / 255
     assert np.abs(s["image"].permute(1, 2, 0).numpy() - written).max() < 0.06  # RGB order kept
     # the Depth-Anything copy stores depth x 10000
     ds10 = build_dataset("sunrgbd", "test", root=str(tmp_path), depth_divisor=10000)
@@ -56,11 +57,11 @@ def test_sunrgbd_mm_png_and_8m_cap(tmp_path):
 
 
 def test_ibims_scale_and_both_masks(tmp_path):
-    info = fx.make_ibims(tmp_path)
+    info = make_ibims(tmp_path)
     ds = build_dataset("ibims", "test", root=str(tmp_path))
     assert len(ds) == 2 and ds.eval_crop == "eigen" and (ds.min_depth, ds.max_depth) == (0.0, 10.0)
     s = ds[1]
-    check_contract(s, fx.H, fx.W, "metric", "nyu", "ibims")
+    check_contract(s, H, W, "metric", "nyu", "ibims")
     d, v = s["depth"][0].numpy(), s["valid"][0].numpy()
     assert d[2, 2] == pytest.approx(4.5777066, abs=1e-6)
     assert not v[2, 3] and not v[4, 5]  # mask_invalid, mask_transp
@@ -73,11 +74,11 @@ def test_ibims_scale_and_both_masks(tmp_path):
     assert np.array_equal(v, expected)
     np.testing.assert_allclose(d[v], metres[v], rtol=1e-6)
     # PNG RGB: exact
-    assert torch.equal((s["image"] * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(fx.rgb(101)))
+    assert torch.equal((s["image"] * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(rgb(101)))
 
 
 def test_ibims_missing_mask_fails_or_is_skipped(tmp_path):
-    fx.make_ibims(tmp_path)
+    make_ibims(tmp_path)
     (tmp_path / "mask_transp" / "scene_00.png").unlink()
     with pytest.raises(UserError, match=r"1 mask file\(s\) are missing.*mask_transp/scene_00.png"):
         build_dataset("ibims", "test", root=str(tmp_path))
@@ -88,11 +89,11 @@ def test_ibims_missing_mask_fails_or_is_skipped(tmp_path):
 @pytest.mark.parametrize("name,domain,crop,max_depth", [("diode_indoor", "nyu", "eigen", 10.0),
                                                         ("diode_outdoor", "kitti", "garg", 80.0)])
 def test_diode_npy_hw1_and_mask(tmp_path, name, domain, crop, max_depth):
-    info = fx.make_diode(tmp_path)
+    info = make_diode(tmp_path)
     ds = build_dataset(name, "test", root=str(tmp_path))
     assert len(ds) == 4 and ds.eval_crop == crop and ds.max_depth == max_depth
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", domain, name)
+    check_contract(s, H, W, "metric", domain, name)
     item = info["items"][0]
     assert s["path"] == str(item["image"])
     d, v = s["depth"][0].numpy(), s["valid"][0].numpy()
@@ -107,11 +108,11 @@ def test_diode_npy_hw1_and_mask(tmp_path, name, domain, crop, max_depth):
 
 
 def test_hypersim_distance_to_planar_depth(tmp_path):
-    info = fx.make_hypersim(tmp_path)
+    info = make_hypersim(tmp_path)
     ds = build_dataset("hypersim", "test", root=str(tmp_path))
     assert len(ds) == 4 and ds.eval_crop == "eigen" and (ds.min_depth, ds.max_depth) == (1e-3, 80.0)
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "nyu", "hypersim")
+    check_contract(s, H, W, "metric", "nyu", "hypersim")
     dist = info["items"][0]["distance"]
     d = s["depth"][0].numpy()
     f = 886.81
@@ -141,7 +142,7 @@ def test_hypersim_conversion_at_full_size_matches_geometry():
 
 
 def test_vkitti2_cm_png_kb_crop_and_cap(tmp_path):
-    info = fx.make_vkitti2(tmp_path)
+    info = make_vkitti2(tmp_path)
     ds = build_dataset("vkitti2", "test", root=str(tmp_path))
     assert ds.eval_crop == "garg" and ds.max_depth == 80.0
     s = ds[0]
@@ -161,7 +162,7 @@ def test_vkitti2_cm_png_kb_crop_and_cap(tmp_path):
 
 
 def test_vkitti2_deterministic_per_sequence_split(tmp_path):
-    fx.make_vkitti2(tmp_path, frames=3, h=352, w=1216)
+    make_vkitti2(tmp_path, frames=3, h=352, w=1216)
     train = [r.image for r in build_dataset("vkitti2", "train", root=str(tmp_path)).records]
     test = [r.image for r in build_dataset("vkitti2", "test", root=str(tmp_path)).records]
     val = [r.image for r in build_dataset("vkitti2", "val", root=str(tmp_path)).records]
@@ -177,11 +178,11 @@ def test_vkitti2_deterministic_per_sequence_split(tmp_path):
 
 
 def test_ddad_sparse_npy(tmp_path):
-    info = fx.make_ddad(tmp_path)
+    info = make_ddad(tmp_path)
     ds = build_dataset("ddad", "test", root=str(tmp_path))
     assert len(ds) == 2 and ds.sparse and ds.eval_crop == "garg"
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "kitti", "ddad")
+    check_contract(s, H, W, "metric", "kitti", "ddad")
     d, v = s["depth"][0].numpy(), s["valid"][0].numpy()
     assert d[0, 0] == pytest.approx(12.5) and not v[0, 2]
     depth = info["depth"][0]
@@ -191,11 +192,11 @@ def test_ddad_sparse_npy(tmp_path):
 
 @pytest.mark.parametrize("level", ["LR", "HR"])
 def test_diml_indoor_filled_depth(tmp_path, level):
-    info = fx.make_diml_indoor(tmp_path, level=level)
+    info = make_diml_indoor(tmp_path, level=level)
     ds = build_dataset("diml_indoor", "test", root=str(tmp_path), level=level)
     assert len(ds) == 2 and ds.eval_crop == "eigen" and (ds.min_depth, ds.max_depth) == (0.0, 10.0)
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "nyu", "diml_indoor")
+    check_contract(s, H, W, "metric", "nyu", "diml_indoor")
     assert s["depth"][0, 2, 2].item() == pytest.approx(2.5)
     raw = info["raw"]["bedroom_1"].astype(np.float64)
     np.testing.assert_allclose(s["depth"][0].numpy(), np.where(raw > 0, raw / 1000, 0), rtol=1e-6)
@@ -203,11 +204,11 @@ def test_diml_indoor_filled_depth(tmp_path, level):
 
 @pytest.mark.parametrize("with_scene", [True, False])
 def test_diml_outdoor_range_2_to_80(tmp_path, with_scene):
-    info = fx.make_diml_outdoor(tmp_path, with_scene=with_scene)
+    info = make_diml_outdoor(tmp_path, with_scene=with_scene)
     ds = build_dataset("diml_outdoor", "test", root=str(tmp_path))
     assert len(ds) == len(info["raw"]) and ds.eval_crop == "garg" and (ds.min_depth, ds.max_depth) == (2.0, 80.0)
     s = ds[0]
-    check_contract(s, fx.H, fx.W, "metric", "kitti", "diml_outdoor")
+    check_contract(s, H, W, "metric", "kitti", "diml_outdoor")
     d, v = s["depth"][0].numpy(), s["valid"][0].numpy()
     assert d[2, 2] == pytest.approx(45.678, abs=1e-5)
     assert not v[1, 1]  # 1.5 m < 2 m
@@ -216,7 +217,7 @@ def test_diml_outdoor_range_2_to_80(tmp_path, with_scene):
 
 
 def test_split_file_selects_and_reports_bad_lines(tmp_path):
-    fx.make_ddad(tmp_path / "ddad")
+    make_ddad(tmp_path / "ddad")
     split = tmp_path / "subset.txt"
     split.write_text("# one frame\n000001_rgb.png\n")
     ds = build_dataset("ddad", "test", root=str(tmp_path / "ddad"), split_file=str(split))
@@ -235,7 +236,7 @@ def test_missing_root_depth_and_empty_layout_fail_clearly(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"no images matching rgb/rgb/\*\.jpg"):
         build_dataset("sunrgbd", "test", root=str(tmp_path / "empty"))
-    fx.make_sunrgbd(tmp_path / "sun")
+    make_sunrgbd(tmp_path / "sun")
     (tmp_path / "sun" / "gt" / "gt" / "img-000001.png").unlink()
     with pytest.raises(UserError, match=r"1 file\(s\).*missing.*img-000001.png"):
         build_dataset("sunrgbd", "test", root=str(tmp_path / "sun"))
@@ -246,17 +247,17 @@ def test_missing_root_depth_and_empty_layout_fail_clearly(tmp_path):
 
 
 def test_depth_of_another_size_is_an_error(tmp_path):
-    fx.make_ddad(tmp_path)
-    np.save(tmp_path / "000000_depth.npy", np.ones((fx.H + 1, fx.W), np.float32))
+    make_ddad(tmp_path)
+    np.save(tmp_path / "000000_depth.npy", np.ones((H + 1, W), np.float32))
     ds = build_dataset("ddad", "test", root=str(tmp_path))
     with pytest.raises(UserError, match=r"000000_depth.npy has shape \(9, 12\)"):
         ds[0]
 
 
 def test_diode_release_layout_with_split_folders(tmp_path):
-    fx.make_diode(tmp_path / "val" / "indoors", n_scenes=2)
-    fx.make_diode(tmp_path / "train" / "indoors", n_scenes=1)
-    fx.make_diode(tmp_path / "val" / "outdoor", n_scenes=1, per_scan=1)
+    make_diode(tmp_path / "val" / "indoors", n_scenes=2)
+    make_diode(tmp_path / "train" / "indoors", n_scenes=1)
+    make_diode(tmp_path / "val" / "outdoor", n_scenes=1, per_scan=1)
     assert len(build_dataset("diode_indoor", "test", root=str(tmp_path))) == 4
     assert len(build_dataset("diode_indoor", "train", root=str(tmp_path))) == 2
     outdoor = build_dataset("diode_outdoor", "val", root=str(tmp_path))
@@ -264,7 +265,7 @@ def test_diode_release_layout_with_split_folders(tmp_path):
 
 
 def test_vkitti2_release_folder_names(tmp_path):
-    fx.make_vkitti2(tmp_path, frames=3, h=352, w=1216, rgb_dir="vkitti_2.0.3_rgb", depth_dir="vkitti_2.0.3_depth")
+    make_vkitti2(tmp_path, frames=3, h=352, w=1216, rgb_dir="vkitti_2.0.3_rgb", depth_dir="vkitti_2.0.3_depth")
     ds = build_dataset("vkitti2", "test", root=str(tmp_path), rgb_dir="vkitti_2.0.3_rgb",
                        depth_dir="vkitti_2.0.3_depth")
     assert len(ds) == 2 and "/vkitti_2.0.3_depth/Scene0" in ds.records[0].depth
@@ -274,7 +275,7 @@ def test_vkitti2_release_folder_names(tmp_path):
 
 
 def test_truncated_image_names_file_and_index(tmp_path):
-    fx.make_sunrgbd(tmp_path)
+    make_sunrgbd(tmp_path)
     path = tmp_path / "rgb" / "rgb" / "img-000002.jpg"
     path.write_bytes(path.read_bytes()[:200])
     ds = build_dataset("sunrgbd", "test", root=str(tmp_path))

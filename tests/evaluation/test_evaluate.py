@@ -274,7 +274,8 @@ def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
     NYU with the Eigen box and 10 m (the readers' own eval_crop / range), GT at native size."""
     from zoe_lightning.cli import main
 
-    from ..fixtures.data_fixtures import make_kitti, make_nyu
+    from ..fixtures.kitti import make_kitti
+    from ..fixtures.nyu import make_nyu
 
     kitti = make_kitti(tmp_path / "kitti", n=1, none_rows=0)
     nyu = make_nyu(tmp_path / "nyu", split="test", n=1, size=(480, 640))
