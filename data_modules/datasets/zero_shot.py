@@ -2,7 +2,7 @@
 
 Each reader follows the on-disk layout, depth unit and evaluation range of the original ZoeDepth
 loader for that set (``zoedepth/data/*.py`` and ``DATASETS_CONFIG`` in ``zoedepth/utils/config.py``;
-see the README section "Zero-shot evaluation sets" for the table and the sources):
+see docs/zero-shot-and-m12.md for the table and the sources):
 
 ========================  ==========================================================  =========
 name                      layout under ``root``                                        depth

@@ -351,12 +351,12 @@ def test_folder_configuration_errors(tmp_path):
 
 
 def test_folder_yaml_example_from_the_docs(tmp_path):
-    """The README's folder example builds and reads as documented."""
+    """The folder example of docs/datasets.md builds and reads as documented."""
     from omegaconf import OmegaConf
 
-    doc = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
     block = re.search(r"```yaml\n(# folder example.*?)```", doc, re.S)
-    assert block, "the folder YAML example is missing from README.md"
+    assert block, "the folder YAML example is missing from docs/datasets.md"
     cfg = OmegaConf.to_container(OmegaConf.create(block.group(1)), resolve=True)
     entry = cfg["data"]["val"][0]
     assert entry["name"] == "folder"
