@@ -2,7 +2,7 @@
 
 Foreign files are synthesised here from the DOCUMENTED key structure: the renaming rules of
 facts §7.2 (released ZoeDepth files) and of MiDaS (``pretrained.*`` / ``scratch.*``) are written out
-in this file, independently of zoe_lightning.models.checkpoints, and applied to a tiny model's
+in this file, independently of zoe_lightning.weights, and applied to a tiny model's
 weights; the loader must undo them exactly (same outputs as the source model).
 """
 
@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 
 import zoe_lightning as zl
 from zoe_lightning.errors import UserError
-from zoe_lightning.models.checkpoints import (
+from zoe_lightning.weights import (
+    Checkpoint,
     core_state_from_file,
-    detect_format,
+    detect,
     infer_backbone,
     load_model_and_config,
     save_model,
@@ -204,7 +205,7 @@ def test_midas_layout_as_relative_model_and_as_stage2_core(tmp_path):
     path = tmp_path / "dpt_tiny.pt"
     torch.save(to_midas(rel.state_dict()), path)
     obj = torch.load(path, weights_only=True)
-    assert detect_format(obj)[0] == "midas"
+    assert detect(Checkpoint(obj)).NAME == "midas"
     loaded = zl.load_model(path, preset="base", overrides=TINY_BEIT + SMALL + ["stage=relative"])
     with torch.no_grad():
         assert torch.equal(loaded(X).relative_depth, rel(X).relative_depth)
