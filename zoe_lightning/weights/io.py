@@ -37,6 +37,8 @@ PathLike = Union[str, Path]
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 UNSAFE_LOAD_VARIABLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 _ENV_LOCK = threading.Lock()
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
+_PICKLE_PROTO = b"\x80"  # the PROTO opcode that starts a legacy torch.save (pickle protocol >= 2)
 
 
 @dataclass
@@ -85,10 +87,16 @@ def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
         raise UserError(f"{path}: cannot read as a PyTorch checkpoint: {_first_line(exc)}") from None
 
 
-def _refuse_empty_or_text(path: Path) -> None:
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(512)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {_first_line(exc)}") from None
+
+
+def _refuse_empty_or_text(head: bytes, path: Path) -> None:
     """Empty files and text files (a Git LFS pointer, an HTML error page) fail here, by name."""
-    with open(path, "rb") as f:
-        head = f.read(512)
     if not head:
         raise UserError(f"{path}: cannot read: the file is empty")
     try:
@@ -149,9 +157,13 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Checkpoint:
         path = weights
     elif path.name in HF_WEIGHT_FILES and (path.parent / "config.json").is_file():
         hf_config = read_json(path.parent / "config.json")
-    _refuse_empty_or_text(path)
+    head = _head(path)
+    _refuse_empty_or_text(head, path)
     if path.suffix == ".safetensors":
         return Checkpoint(_safetensors_load(path), hf_config, source)
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
+        raise UserError(f"{path}: cannot read as a PyTorch checkpoint: neither a zip archive (torch.save) "
+                        "nor a pickle (legacy torch.save)")
     return Checkpoint(_torch_load(path, map_location), hf_config, source)
 
 
