@@ -163,12 +163,12 @@ def hf_zoedepth(backbone: str, size: Sequence[int]):
 def _ours_from_hf(hf_model, backbone: str, size: Sequence[int]):
     """Our model carrying the peer's weights via the project's converter; (model, note)."""
     try:
-        from zoe_lightning.models import checkpoints
+        from zoe_lightning import weights
     except Exception as exc:  # pragma: no cover
         return None, f"converter unavailable ({exc})"
     try:
-        model = checkpoints.from_hf(hf_model, overrides=[f"model.img_size=[{size[0]},{size[1]}]"])
-        return model.eval(), "same weights (converted by zoe_lightning.models.checkpoints.from_hf)"
+        model = weights.from_hf(hf_model, overrides=[f"model.img_size=[{size[0]},{size[1]}]"])
+        return model.eval(), "same weights (converted by zoe_lightning.weights.from_hf)"
     except Exception as exc:
         return None, f"converter failed: {str(exc).splitlines()[0][:160]}"
 

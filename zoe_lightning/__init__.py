@@ -2,7 +2,7 @@
 
 from .config import ConfigError, load_config
 from .models import build_model
-from .models.checkpoints import load_model, load_model_and_config
+from .weights import load_model, load_model_and_config
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "load_config", "build_model", "load_model", "load_model_and_config", "__version__"]

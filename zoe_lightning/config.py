@@ -472,3 +472,28 @@ def load_config(
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Rebuilding a configuration from data (a run config stored in a checkpoint, a translated
+# foreign config): used by zoe_lightning.weights
+# ----------------------------------------------------------------------------------------------
+
+
+def config_from_dict(
+    data: Any,
+    overrides: Optional[Sequence[str]] = None,
+    *,
+    base: Optional[DictConfig] = None,
+    source: str = "configuration",
+) -> DictConfig:
+    """``data`` (a nested dict) merged over ``base`` (default: the bare schema), then ``overrides``.
+
+    Validated like :func:`load_config` (types, unknown keys, choices); errors are ConfigErrors
+    naming ``source``. Keys absent from ``data`` keep ``base``'s values.
+    """
+    cfg = _merge(base if base is not None else OmegaConf.structured(RunConfig), data, source)
+    if overrides:
+        _apply_overrides(cfg, overrides)
+    _check_choices(cfg)
+    return cfg

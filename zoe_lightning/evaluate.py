@@ -45,8 +45,8 @@ CROP_CHOICES = ("auto", "none", "eigen", "garg", "eigen_kitti")
 
 def load_checkpoint_model(path: str, preset: Optional[str] = None, overrides: Sequence[str] = ()):
     """Load ``path`` (own .ckpt, released ZoeDepth / MiDaS / HF weights) -> ``(model in eval mode, cfg)``
-    with :func:`zoe_lightning.models.checkpoints.load_model_and_config`."""
-    from .models.checkpoints import load_model_and_config
+    with :func:`zoe_lightning.weights.load_model_and_config`."""
+    from .weights import load_model_and_config
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--ckpt: no such file or folder: {path}")

@@ -194,7 +194,7 @@ def test_relative_improvement_attached_from_reference(tmp_path):
 def test_eval_cli_end_to_end(tiny_ckpt, tmp_path, capsys):
     from data_modules.datasets import build_dataset
     from zoe_lightning.cli import main
-    from zoe_lightning.models.checkpoints import load_model
+    from zoe_lightning.weights import load_model
 
     out = tmp_path / "eval"
     rc = main(["eval", "quickstart", "--ckpt", str(tiny_ckpt), "--output", str(out), "--panels", "2",

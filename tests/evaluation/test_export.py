@@ -26,7 +26,7 @@ def _run_onnx(path, **feeds):
 
 def test_export_cli_single_head_dynamic_batch(tmp_path, capsys):
     from zoe_lightning.cli import main
-    from zoe_lightning.models.checkpoints import load_model
+    from zoe_lightning.weights import load_model
 
     ckpt = make_checkpoint(tmp_path / "best.ckpt")
     onnx_path = tmp_path / "model.onnx"

@@ -110,7 +110,7 @@ def test_point_cloud_back_projection_by_hand(tmp_path):
 
 def test_predict_cli_files_and_skips_unreadable(tiny_ckpt, tmp_path, capsys):
     from zoe_lightning.cli import main
-    from zoe_lightning.models.checkpoints import load_model
+    from zoe_lightning.weights import load_model
     from zoe_lightning.predict import predict_images
 
     src = tmp_path / "in"

@@ -18,7 +18,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from zoe_lightning.models.checkpoints import from_hf, load_model_and_config  # noqa: E402
+from zoe_lightning.weights import from_hf, load_model_and_config  # noqa: E402
 
 SIZE = (64, 96)
 OVERRIDES = [f"model.img_size=[{SIZE[0]},{SIZE[1]}]"]
@@ -187,9 +187,9 @@ def test_hf_swinv2_window_mismatch_warns_and_is_real(size, match):
 
 def test_hf_swinv2_with_mismatching_neck_is_an_error():
     from zoe_lightning.errors import UserError
-    from zoe_lightning.models.checkpoints import hf_config_to_overrides
+    from zoe_lightning.weights import hf_config_to_delta
 
     config = hf_swinv2_model().config.to_dict()
     config["neck_hidden_sizes"] = [8, 16, 32, 32]
     with pytest.raises(UserError, match="stage widths"):
-        hf_config_to_overrides(config)
+        hf_config_to_delta(config)

@@ -10,8 +10,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import UserError
 from ..models import build_model
+from ..weights import init_core
 
 
 def git_commit() -> str:
@@ -21,20 +21,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def load_core_state(path: str) -> Dict[str, torch.Tensor]:
-    """The DPT-core weights (keys relative to ``core``) of any checkpoint ``load_model`` reads: a stage-1 or
-    stage-2 run of this project, a released ZoeDepth file, a MiDaS v3.1 DPT file or HF transformers weights."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model.core_checkpoint: no such file: {path}")
-    from ..models.checkpoints import core_state_from_file
-
-    try:
-        return core_state_from_file(path)
-    except UserError as exc:
-        raise UserError(f"model.core_checkpoint: {exc}") from None
-
 
 
 def make_adamw(groups, optim_cfg, precision: str = "32-true") -> torch.optim.AdamW:
@@ -62,13 +48,7 @@ class DepthModule(L.LightningModule):
         self.cfg = OmegaConf.create(container)
         self.model = build_model(self.cfg)
         if self.cfg.model.core_checkpoint:
-            missing = self.model.core.load_state_dict(load_core_state(self.cfg.model.core_checkpoint), strict=False)
-            if missing.missing_keys or missing.unexpected_keys:
-                raise ValueError(
-                    f"model.core_checkpoint {self.cfg.model.core_checkpoint} does not fit model.backbone="
-                    f"{self.cfg.model.backbone}: missing {missing.missing_keys[:5]}, unexpected "
-                    f"{missing.unexpected_keys[:5]}"
-                )
+            init_core(self.model, self.cfg)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

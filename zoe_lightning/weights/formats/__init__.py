@@ -1,0 +1,48 @@
+"""Weight formats: one module per layout, asked in order.
+
+Each module answers three questions about a :class:`~zoe_lightning.weights.io.Checkpoint`:
+
+* ``matches(ckpt)``: is this file mine? (the formats' answers never overlap)
+* ``config(ckpt, preset, overrides)``: which run configuration describes its model?
+* ``state_dict(ckpt, cfg=None, model=None)``: its weights under this project's keys (without
+  ``cfg``, at least the DPT core's ``core.*`` keys);
+
+and ``may_be_missing(cfg)`` names the model keys the file may leave at their initialisation.
+
+==============  ==========================================================================
+``native``      this project's ``.ckpt``, ``save_model`` files and bare state dicts
+``zoedepth``    the released ZoeD_M12_N / K / NK files (``{"model": ...}``, ``core.core.*``)
+``midas``       MiDaS v3.x DPT checkpoints (``pretrained.*`` + ``scratch.*``)
+``hf``          HF transformers ``ZoeDepthForDepthEstimation`` (folder with ``config.json``)
+==============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Tuple
+
+from ...errors import UserError
+from ..io import Checkpoint
+from . import hf, midas, native, zoedepth
+from .common import tensors
+
+FORMATS: Tuple[ModuleType, ...] = (native, zoedepth, midas, hf)
+
+__all__ = ["FORMATS", "detect", "hf", "midas", "native", "zoedepth"]
+
+
+def detect(ckpt: Checkpoint) -> ModuleType:
+    """The format module whose ``matches`` accepts ``ckpt`` (detected from the content, never the name)."""
+    for fmt in FORMATS:
+        if fmt.matches(ckpt):
+            return fmt
+    state = tensors(ckpt.payload)
+    if state is None:
+        raise UserError(f"{ckpt.source}: the file holds no state dict (expected a mapping of names to tensors, "
+                        "a 'model' or 'state_dict' entry, or a Lightning checkpoint)")
+    raise UserError(
+        f"{ckpt.source}: unrecognised checkpoint layout (first keys: " + ", ".join(list(state)[:4]) + "); "
+        "supported: this project's checkpoints, ZoeDepth releases (core.core.*), MiDaS DPT (pretrained.* + "
+        "scratch.*), HF ZoeDepth folders"
+    )
