@@ -19,6 +19,7 @@ NODES ?= 1
 GPUS ?= 1
 DRY_RUN ?=
 BENCH_ARGS ?=
+GPU_CHECK_ARGS ?=
 
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
@@ -26,7 +27,7 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train config experiments eval predict export compare sweep agent sweep-local slurm bench clean
+.PHONY: help install test test-full train config experiments eval predict export compare sweep agent sweep-local slurm bench gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +83,9 @@ slurm: $(VENV)/.installed ## Write and submit an sbatch script for EXP on NODES 
 
 bench: $(VENV)/.installed ## Benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS chooses rows/devices)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+gpu-check: ## The prepared GPU check: gpu tests, bench rows 1-2, bf16 training (GPU_CHECK_ARGS="--dry-run" on a CPU)
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean: ## Remove caches (keeps .venv and runs/)
 	rm -rf .pytest_cache **/__pycache__ *.egg-info

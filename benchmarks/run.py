@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-batch", type=int, default=None, help="row 2 batch (default 2 on CPU, 16 on cuda)")
     p.add_argument("--variants", default="original,ours,ours+grad_checkpointing",
                    help=f"row 2 variants, from {','.join(bm.TRAIN_VARIANTS)} ('original' is the reference)")
+    p.add_argument("--train-models", default="N,NK", help="row 2 models: N (one head), NK (two heads + router)")
     p.add_argument("--loop-backbone", default="small_beit", help="row 4 backbone")
     p.add_argument("--maps", type=int, default=654, help="row 5 number of 480x640 maps")
     p.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder of RESULTS.md / RESULTS.json")
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
     rows = []
     jobs = {
         1: lambda: bm.bench_inference(backbones, size, args.reps, args.warmup, device, ablations=True),
-        2: lambda: bm.bench_train(["N", "NK"], train_backbone, train_size, train_batch, args.reps, args.warmup, device,
+        2: lambda: bm.bench_train([m for m in args.train_models.split(",") if m], train_backbone, train_size, train_batch, args.reps, args.warmup, device,
                                   [v for v in args.variants.split(",") if v], args.threads),
         3: lambda: [r for b in head_backbones for r in bm.bench_head(b, size, args.reps, args.warmup, device)],
         4: lambda: bm.bench_loop(args.loop_backbone, [64, 96] if args.quick else [128, 160], 2,

@@ -27,14 +27,15 @@ def make_adamw(groups, optim_cfg, precision: str = "32-true") -> torch.optim.Ada
     """AdamW over ``groups`` with ``optim.lr`` / ``optim.weight_decay``; ``optim.adamw`` picks the
     implementation (same update rule): ``fused`` (default), ``foreach`` or ``loop`` (the original's).
 
-    Under fp16 mixed precision a fused AdamW unscales gradients itself, which rules out gradient
-    clipping in Lightning; ``foreach`` is used there instead.
+    Lightning's mixed-precision plugin (``16-mixed`` and ``bf16-mixed`` alike) refuses to clip the
+    gradients of an optimizer that unscales them itself, as the fused AdamW does; under mixed
+    precision ``foreach`` is used instead (same update, one multi-tensor kernel per step).
     """
     kind = str(optim_cfg.get("adamw", "fused"))
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
     if kind not in flags:
         raise ValueError(f"optim.adamw must be one of {', '.join(flags)}, got '{kind}'")
-    if kind == "fused" and str(precision).startswith("16"):
+    if kind == "fused" and (str(precision).startswith("16") or "mixed" in str(precision)):
         kind = "foreach"
     return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **flags[kind])
 
