@@ -240,17 +240,17 @@ def _config(experiment: str, overrides: Sequence[str]) -> DictConfig:
 
 def _cfg_from_container(container: Mapping, overrides: Sequence[str], source: str) -> DictConfig:
     """A stored run config, merged over today's schema (new keys get defaults), plus overrides."""
-    from ..config import ConfigError, RunConfig, _apply_overrides, _check_choices
+    from ..config import ConfigError, _apply_overrides, schema, validate
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(dict(container)))
+        cfg = OmegaConf.merge(schema(), OmegaConf.create(dict(container)))
     except Exception as exc:
         raise UserError(f"{source}: the stored configuration does not fit this version's schema: "
                         f"{str(exc).splitlines()[0]}") from None
     if overrides:
         _apply_overrides(cfg, list(overrides))
     try:
-        _check_choices(cfg)
+        validate(cfg)
     except ConfigError as exc:
         raise UserError(f"{source}: {exc}") from None
     return cfg
