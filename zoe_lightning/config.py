@@ -400,9 +400,9 @@ def check_init(cfg: DictConfig) -> None:
         raise ConfigError(f"experiment '{name}' trains without a relative-depth core (model.init=backbone) but "
                           "model.core_checkpoint is set: drop it, or pass model.init=core")
     if m.init == "backbone" and not m.backbone_weights:
-        raise ConfigError(f"experiment '{name}' starts from ImageNet backbone weights: pass model.backbone_weights=PATH "
-                          "(a local timm state_dict), or model.init=scratch to train from random initialisation on "
-                          "purpose")
+        raise ConfigError(f"experiment '{name}' starts from ImageNet backbone weights: pass "
+                          "model.backbone_weights=PATH (a local timm state_dict), or model.init=scratch to train from "
+                          "random initialisation on purpose")
     given = [k for k in ("core_checkpoint", "backbone_weights") if m[k]]
     if m.init == "scratch" and given:
         raise ConfigError(f"model.init=scratch trains from random initialisation but model.{given[0]} is set: drop it, "
