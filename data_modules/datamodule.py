@@ -113,10 +113,7 @@ class DepthDataModule(L.LightningDataModule):
         self.cfg, self.domains = data_cfg, list(domains)
         self.train_sets: List[Dataset] = []
         self.val_sets: List[Dataset] = []
-        source = _cfg(data_cfg, "source", "real")
-        if source not in ("real", "synthetic"):
-            raise ValueError(f"data.source must be 'real' or 'synthetic', got {source!r}")
-        self.source = source
+        self.source = _cfg(data_cfg, "source", "real")  # validated with the config (zoe_lightning.config)
 
     # ------------------------------------------------------------------ building
     def _transform_options(self) -> Dict[str, Any]:

@@ -1,21 +1,27 @@
+# Over 400 lines: the schema, its validation and the experiment loader stay together as the one place of config.
 """Typed experiment configuration.
 
-Every run is described by one :class:`RunConfig`. An experiment is assembled as
+Every run is described by one :class:`RunConfig`. The dataclasses below are the only place
+defaults live; the experiment ``base`` is the schema itself. An experiment is assembled as
 
-    schema defaults -> experiments/base.yaml -> parent experiments -> EXP.yaml -> overrides
+    schema defaults -> parent experiments -> EXP.yaml -> overrides
 
 with OmegaConf. Each experiment file holds only what it changes; ``extends: other`` names a
-parent experiment. Unknown keys, wrong types, missing values and unknown experiment names fail
-here, at load time, with one message naming the dotted key and the closest valid names.
+parent experiment. Unknown keys, wrong types, invalid choices (``Literal`` fields and the head /
+router registries), missing values and unknown experiment names fail here, at load time, with one
+message naming the dotted key and the valid choices or closest names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
@@ -30,6 +36,9 @@ __all__ = [
     "RunConfig",
     "ModelConfig",
     "load_config",
+    "schema",
+    "validate",
+    "check_init",
     "experiments_dir",
     "list_experiments",
     "to_yaml",
@@ -74,14 +83,14 @@ class FaithfulConfig:
 class HeadConfig:
     """The metric head. ``type`` picks a registry entry (``zoe_lightning.models.heads``)."""
 
-    type: str = "metric_bins"  # metric_bins | splitter | naive
-    bin_centers_type: str = "softplus"  # softplus | normed | hybrid1 | hybrid2
+    type: str = "metric_bins"  # a name in zoe_lightning.models.HEADS: metric_bins | splitter | naive
+    bin_centers_type: Literal["softplus", "normed", "hybrid1", "hybrid2"] = "softplus"
     bin_embedding_dim: int = 128
     seed_mlp_dim: int = 256
     projector_mlp_dim: int = 128
     n_attractors: List[int] = field(default_factory=lambda: [16, 8, 4, 1])
-    attractor_type: str = "inv"  # inv | exp
-    attractor_aggregation: str = "mean"  # mean | sum
+    attractor_type: Literal["inv", "exp"] = "inv"
+    attractor_aggregation: Literal["mean", "sum"] = "mean"
     attractor_alpha: float = 1000.0
     attractor_gamma: float = 2.0
     memory_efficient: bool = True
@@ -97,8 +106,8 @@ class HeadConfig:
 class RouterConfig:
     """How a multi-domain model picks a head per image (ignored with one domain)."""
 
-    type: str = "trained"  # labeled | trained | auto
-    train_route: str = "label"  # trained router, training only: route by "label" or "predicted"
+    type: str = "trained"  # a name in zoe_lightning.models.ROUTERS: labeled | trained | auto
+    train_route: Literal["label", "predicted"] = "label"  # trained router, training only: route by label or prediction
     n_layers: int = 4
     dim: int = 128
     n_heads: int = 4
@@ -114,7 +123,7 @@ class ModelConfig:
     backbone_weights: Optional[str] = None  # local timm state_dict file; never downloaded
     img_size: List[int] = field(default_factory=lambda: [384, 512])
     features: int = 256
-    readout: str = "project"  # project | ignore | add (ViT-like backbones)
+    readout: Literal["project", "ignore", "add"] = "project"  # ViT-like backbones
     hooks: Optional[List[int]] = None  # block indices tapped; None = the MiDaS v3.1 choice
     reassemble_channels: Optional[List[int]] = None  # None = the MiDaS v3.1 choice
     resize_input: bool = True  # the model resizes inputs to img_size itself
@@ -125,6 +134,14 @@ class ModelConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     bins: List[BinConfig] = field(default_factory=lambda: [BinConfig(name="nyu")])
     faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
+    # Where the weights of a run that is trained start from; checked when training starts
+    # (check_init), not when a configuration is printed or official weights are loaded:
+    #   auto      whatever is given: model.core_checkpoint, else model.backbone_weights, else random
+    #   core      a relative-depth (stage-1, e.g. MiDaS M12) core: model.core_checkpoint is required
+    #   backbone  ImageNet backbone weights, random decoder, no relative core (ZoeD-X):
+    #             model.backbone_weights is required and model.core_checkpoint must be unset
+    #   scratch   random initialisation on purpose: neither weights file may be set
+    init: Literal["auto", "core", "backbone", "scratch"] = "auto"
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
     # speed switches (benchmarks/RESULTS.md); none changes the function computed (within 1e-4)
     grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
@@ -160,12 +177,12 @@ class DataConfig:
     image_size: Optional[List[int]] = None  # loader-side resize (None = native size)
     augment: bool = True
     seed: int = 43
-    source: str = "real"  # real | synthetic (each entry replaced by its synthetic counterpart)
-    resize: str = "squash"  # squash | keep_aspect | pad | none (file datasets, to image_size)
-    depth_interpolation: str = "auto"  # auto (nearest if sparse, else masked) | nearest | masked
+    source: Literal["real", "synthetic"] = "real"  # synthetic: each entry replaced by its synthetic counterpart
+    resize: Literal["squash", "keep_aspect", "pad", "none"] = "squash"  # file datasets, to image_size
+    depth_interpolation: Literal["auto", "nearest", "masked"] = "auto"  # auto: nearest if sparse, else masked
     random_crop: Optional[List[int]] = None  # [h, w] training crop before the resize (file datasets)
     rotate_degrees: float = 1.0  # training rotation range +-deg (file datasets; 0 = off)
-    batching: str = "auto"  # auto | mixed | per_dataset (every training batch from one dataset)
+    batching: Literal["auto", "mixed", "per_dataset"] = "auto"  # per_dataset: every training batch from one dataset
 
 
 @dataclass
@@ -175,7 +192,7 @@ class LossConfig:
     w_grad: float = 0.0
     w_domain: float = 100.0
     # stage 1
-    ssi_alignment: str = "trimmed"  # lstsq | trimmed (median/MAD)
+    ssi_alignment: Literal["lstsq", "trimmed"] = "trimmed"  # trimmed: median/MAD
     ssi_trim: float = 0.2
     w_gradient_matching: float = 0.5
     gradient_scales: int = 4
@@ -195,7 +212,13 @@ class OptimConfig:
     base_momentum: float = 0.85
     max_momentum: float = 0.95
     freeze_bn: bool = True
-    adamw: str = "fused"  # fused (one kernel per step) | foreach (multi-tensor) | loop (per parameter, the original)
+    # fused: one kernel per step; foreach: multi-tensor; loop: per parameter, the original
+    adamw: Literal["fused", "foreach", "loop"] = "fused"
+
+
+# Lightning's precision strings (lightning.fabric.connector._PRECISION_INPUT_STR and its aliases)
+Precision = Literal["transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+                    "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16"]
 
 
 @dataclass
@@ -208,7 +231,7 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Precision = "32-true"
     gradient_clip_val: float = 0.1
     # Lightning's convention: an int counts batches, a float is a fraction (so 1 = one batch, 1.0 = all)
     val_check_interval: Any = 0.25
@@ -224,7 +247,7 @@ class LoggerConfig:
     wandb: bool = True
     project: str = "zoe-lightning"
     entity: Optional[str] = None
-    mode: Optional[str] = None  # online | offline | disabled; None = WANDB_MODE or offline
+    mode: Optional[Literal["online", "offline", "disabled"]] = None  # None: WANDB_MODE, else online if logged in
     csv: bool = True
 
 
@@ -242,7 +265,7 @@ class RunConfig:
     name: str = "base"
     extends: Optional[str] = None
     followup: Optional[str] = None  # experiment trained next, its core initialised from this run's best
-    stage: str = "metric"  # metric | relative
+    stage: Literal["metric", "relative"] = "metric"
     seed: int = 43
     output_dir: str = "runs"
     group: Optional[str] = None
@@ -257,22 +280,133 @@ class RunConfig:
     callbacks: CallbackConfig = field(default_factory=CallbackConfig)
 
 
-# Choices checked after the merge (OmegaConf checks types, not enumerations).
-CHOICES: Dict[str, Sequence[str]] = {
-    "stage": ("metric", "relative"),
-    "model.readout": ("project", "ignore", "add"),
-    "model.head.bin_centers_type": ("softplus", "normed", "hybrid1", "hybrid2"),
-    "optim.adamw": ("fused", "foreach", "loop"),
-    "model.head.attractor_type": ("inv", "exp"),
-    "model.head.attractor_aggregation": ("mean", "sum"),
-    "model.router.type": ("labeled", "trained", "auto"),
-    "model.router.train_route": ("label", "predicted"),
-    "loss.ssi_alignment": ("lstsq", "trimmed"),
-    "data.source": ("real", "synthetic"),
-    "data.resize": ("squash", "keep_aspect", "pad", "none"),
-    "data.depth_interpolation": ("auto", "nearest", "masked"),
-    "data.batching": ("auto", "mixed", "per_dataset"),
-}
+# ----------------------------------------------------------------------------------------------
+# OmegaConf's view of the schema, and validation
+# ----------------------------------------------------------------------------------------------
+# Not every OmegaConf release understands ``Literal``: OmegaConf gets a copy of the schema with
+# each choice typed as its plain type and checks types; validate() checks the choices.
+
+
+def _plain_hint(hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return type(args[0])
+    if origin is Union:
+        return Union[tuple(_plain_hint(a) for a in args)]
+    if origin is list:
+        return List[_plain_hint(args[0])]
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _omegaconf_class(hint)
+    return hint
+
+
+def _to_plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _omegaconf_class(type(value))(**{f.name: _to_plain(getattr(value, f.name)) for f in fields(value)})
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+@lru_cache(maxsize=None)
+def _omegaconf_class(cls: type) -> type:
+    """``cls`` with ``Literal`` fields typed as ``str`` (same names, defaults and nesting)."""
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            default = field(default_factory=lambda factory=f.default_factory: _to_plain(factory()))
+        else:
+            default = field(default=f.default)
+        specs.append((f.name, _plain_hint(hints[f.name]), default))
+    return dataclasses.make_dataclass(cls.__name__, specs)
+
+
+def schema() -> DictConfig:
+    """The defaults of every run as a typed DictConfig (the experiment ``base``, before validation)."""
+    return OmegaConf.structured(_omegaconf_class(RunConfig))
+
+
+def _choices(hint: Any) -> Optional[tuple]:
+    """The allowed values of a ``Literal`` (or ``Optional[Literal]``) field, else None."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return args
+    if origin is Union and any(typing.get_origin(a) is Literal for a in args):
+        return tuple(v for a in args for v in (typing.get_args(a) if typing.get_origin(a) is Literal else (None,)))
+    return None
+
+
+def _invalid(key: str, value: Any, options: Sequence[Any]) -> ConfigError:
+    shown = [str(o) for o in options if o is not None]
+    return ConfigError(f"invalid value '{value}' for '{key}'.{_close(str(value), shown)} Choices: {', '.join(shown)}.")
+
+
+def _check_literals(node: Any, cls: type, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key, hint, value = f"{prefix}{f.name}", hints[f.name], node[f.name]
+        options = _choices(hint)
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        if options is not None and value not in options:
+            raise _invalid(key, value, options)
+        if isinstance(hint, type) and is_dataclass(hint):
+            _check_literals(value, hint, f"{key}.")
+        elif isinstance(item, type) and is_dataclass(item):
+            for i, entry in enumerate(value):
+                _check_literals(entry, item, f"{key}.{i}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check OmegaConf's types cannot make: ``Literal`` choices, the head and router
+    registries, and the shape of ``model.bins`` / ``n_attractors`` / ``img_size``."""
+    _check_literals(cfg, RunConfig)
+    from .models import HEADS, ROUTERS  # registries: populated by the model package
+
+    for key, registry in (("model.head.type", HEADS), ("model.router.type", ROUTERS)):
+        if OmegaConf.select(cfg, key) not in registry:
+            raise _invalid(key, OmegaConf.select(cfg, key), list(registry))
+    bins = cfg.model.bins
+    if len(bins) == 0:
+        raise ConfigError("'model.bins' is empty: give at least one {name, n_bins, min_depth, max_depth}")
+    names = [b.name for b in bins]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"'model.bins' names must be unique, got {names}")
+    if len({b.n_bins for b in bins}) != 1:
+        raise ConfigError(f"'model.bins': all domains must use the same n_bins, got {[b.n_bins for b in bins]}")
+    for i, b in enumerate(bins):
+        if not 0 < b.min_depth < b.max_depth:
+            raise ConfigError(f"'model.bins.{i}': need 0 < min_depth < max_depth, got {b.min_depth}, {b.max_depth}")
+    if len(cfg.model.head.n_attractors) != 4:
+        raise ConfigError(
+            f"'model.head.n_attractors' needs one count per decoder level (4), got {list(cfg.model.head.n_attractors)}"
+        )
+    if len(cfg.model.img_size) != 2:
+        raise ConfigError(f"'model.img_size' must be [height, width], got {list(cfg.model.img_size)}")
+
+
+def check_init(cfg: DictConfig) -> None:
+    """Stop a training run whose starting weights are not the ones ``model.init`` promises.
+
+    Called when training starts; printing a configuration or loading released weights with an
+    experiment as preset does not need the weights a training run starts from.
+    """
+    m, name = cfg.model, cfg.name
+    if m.init == "core" and not m.core_checkpoint:
+        raise ConfigError(f"experiment '{name}' fine-tunes a relative-depth core: pass model.core_checkpoint=PATH "
+                          "(a stage-1 checkpoint, e.g. of relative_m12), or model.init=scratch to train from random "
+                          "initialisation on purpose")
+    if m.init == "backbone" and m.core_checkpoint:
+        raise ConfigError(f"experiment '{name}' trains without a relative-depth core (model.init=backbone) but "
+                          "model.core_checkpoint is set: drop it, or pass model.init=core")
+    if m.init == "backbone" and not m.backbone_weights:
+        raise ConfigError(f"experiment '{name}' starts from ImageNet backbone weights: pass "
+                          "model.backbone_weights=PATH (a local timm state_dict), or model.init=scratch to train from "
+                          "random initialisation on purpose")
+    given = [k for k in ("core_checkpoint", "backbone_weights") if m[k]]
+    if m.init == "scratch" and given:
+        raise ConfigError(f"model.init=scratch trains from random initialisation but model.{given[0]} is set: drop it, "
+                          "or pass model.init=auto")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,16 +415,34 @@ CHOICES: Dict[str, Sequence[str]] = {
 
 
 def experiments_dir() -> Path:
-    """Folder of experiment YAML files (``$ZOE_EXPERIMENTS`` or the repository's ``experiments``)."""
+    """Folder of experiment YAML files: ``$ZOE_EXPERIMENTS``, else the ``experiments`` package
+    installed beside ``zoe_lightning`` (the repository's folder in a checkout or an editable install)."""
     env = os.environ.get("ZOE_EXPERIMENTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "experiments"
+    beside = Path(__file__).resolve().parent.parent / "experiments"
+    if (beside / "__init__.py").is_file():
+        return beside
+    from importlib.resources import files
+
+    try:
+        found = files("experiments")  # installed apart from zoe_lightning
+    except ModuleNotFoundError:
+        return beside
+    return found if isinstance(found, Path) else beside
+
+
+def _names(root: Path) -> List[str]:
+    return sorted(p.stem for p in root.glob("*.yaml") if p.stem != "base")
 
 
 def list_experiments(root: Optional[Path] = None) -> List[str]:
-    root = root or experiments_dir()
-    return sorted(p.stem for p in root.glob("*.yaml") if p.stem != "base")
+    """Experiment names in ``root`` (default :func:`experiments_dir`); none at all is an error."""
+    root = Path(root) if root is not None else experiments_dir()
+    names = _names(root)
+    if not names:
+        raise ConfigError(f"no experiment files (NAME.yaml) in {root}; point ZOE_EXPERIMENTS at a folder of them")
+    return names
 
 
 def _close(word: str, options: Sequence[str]) -> str:
@@ -298,16 +450,18 @@ def _close(word: str, options: Sequence[str]) -> str:
     return f" Did you mean: {', '.join(hits)}?" if hits else ""
 
 
-def _schema_paths(node: Any = RunConfig, prefix: str = "") -> Dict[type, str]:
-    """Map each section dataclass of the schema to its dotted path (list items as ``[i]``)."""
-    paths: Dict[type, str] = {node: prefix or "<root>"}
+def _schema_paths(node: Any = RunConfig, prefix: str = "") -> Dict[str, str]:
+    """Map the class name of each section of the schema to its dotted path (list items as ``[i]``)."""
+    paths: Dict[str, str] = {node.__name__: prefix or "<root>"}
+    hints = typing.get_type_hints(node)
     for f in fields(node):
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         path = f"{prefix}.{f.name}" if prefix else f.name
-        if is_dataclass(default):
-            paths.update(_schema_paths(type(default), path))
-        elif isinstance(default, list) and default and is_dataclass(default[0]):
-            paths.update(_schema_paths(type(default[0]), f"{path}[i]"))
+        hint = hints[f.name]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        if isinstance(hint, type) and is_dataclass(hint):
+            paths.update(_schema_paths(hint, path))
+        elif isinstance(item, type) and is_dataclass(item):
+            paths.update(_schema_paths(item, f"{path}[i]"))
     return paths
 
 
@@ -317,7 +471,7 @@ def _unknown_key_message(exc: OmegaConfBaseException, source: str) -> str:
     section = getattr(exc, "object_type", None)
     if not (isinstance(section, type) and is_dataclass(section)):
         section = RunConfig
-    where = _schema_paths().get(section, "")
+    where = _schema_paths().get(section.__name__, "")
     leaf = key or full_key.rpartition(".")[2]
     if "." not in full_key and where not in ("", "<root>"):
         full_key = f"{where}.{leaf}"
@@ -334,10 +488,9 @@ def _resolve_experiment_file(name: str, root: Path) -> Path:
     candidate = root / f"{name}.yaml"
     if candidate.exists():
         return candidate
-    raise ConfigError(
-        f"unknown experiment '{name}' (looked in {root}).{_close(name, list_experiments(root))}"
-        f" Available: {', '.join(list_experiments(root)) or 'none'}."
-    )
+    names = _names(root)
+    available = ", ".join(names) or "none: the folder holds no experiment files (ZOE_EXPERIMENTS overrides it)"
+    raise ConfigError(f"unknown experiment '{name}' (looked in {root}).{_close(name, names)} Available: {available}.")
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -351,11 +504,11 @@ def _read_yaml(path: Path) -> DictConfig:
 
 
 def _chain(name: str, root: Path) -> List[Path]:
-    """Experiment files from the oldest ancestor to ``name`` (``extends`` links)."""
+    """Experiment files from the oldest ancestor to ``name`` (``extends`` links; ``base`` is the schema)."""
     chain: List[Path] = []
     seen = set()
     current: Optional[str] = name
-    while current:
+    while current and current != "base":
         path = _resolve_experiment_file(current, root)
         if path.resolve() in seen:
             raise ConfigError(f"{path}: 'extends' forms a cycle ({' -> '.join(p.stem for p in chain)})")
@@ -400,57 +553,24 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
         _guard(lambda: OmegaConf.update(cfg, key.strip(), value, merge=True), "command line")
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    for key, options in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in options:
-            raise ConfigError(
-                f"invalid value '{value}' for '{key}'.{_close(str(value), options)}"
-                f" Choices: {', '.join(options)}."
-            )
-    from .models import HEADS  # registry: populated by the model package
-
-    if cfg.model.head.type not in HEADS:
-        raise ConfigError(
-            f"invalid value '{cfg.model.head.type}' for 'model.head.type'.{_close(cfg.model.head.type, list(HEADS))}"
-            f" Choices: {', '.join(HEADS)}."
-        )
-    bins = cfg.model.bins
-    if len(bins) == 0:
-        raise ConfigError("'model.bins' is empty: give at least one {name, n_bins, min_depth, max_depth}")
-    names = [b.name for b in bins]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"'model.bins' names must be unique, got {names}")
-    if len({b.n_bins for b in bins}) != 1:
-        raise ConfigError(f"'model.bins': all domains must use the same n_bins, got {[b.n_bins for b in bins]}")
-    for i, b in enumerate(bins):
-        if not 0 < b.min_depth < b.max_depth:
-            raise ConfigError(f"'model.bins.{i}': need 0 < min_depth < max_depth, got {b.min_depth}, {b.max_depth}")
-    if len(cfg.model.head.n_attractors) != 4:
-        raise ConfigError(
-            f"'model.head.n_attractors' needs one count per decoder level (4), got {list(cfg.model.head.n_attractors)}"
-        )
-    if len(cfg.model.img_size) != 2:
-        raise ConfigError(f"'model.img_size' must be [height, width], got {list(cfg.model.img_size)}")
-
-
 def load_config(
     experiment: str = "base",
     overrides: Optional[Sequence[str]] = None,
     *,
     root: Optional[os.PathLike] = None,
 ) -> DictConfig:
-    """Merge schema -> base.yaml -> parents -> ``experiment`` -> ``overrides`` and validate.
+    """Merge schema -> parents -> ``experiment`` -> ``overrides`` and validate.
 
-    ``experiment`` is a name in the experiments folder or a path to a YAML file. ``overrides``
+    ``experiment`` is a name in the experiments folder or a path to a YAML file; ``base`` is the
+    schema itself. ``overrides``
     are OmegaConf dot-list items such as ``"model.backbone=test_vit"``. Returns a typed,
     read-only-by-convention ``DictConfig`` whose every value is set.
     """
     root_path = Path(root) if root is not None else experiments_dir()
-    cfg: DictConfig = OmegaConf.structured(RunConfig)
-    base = root_path / "base.yaml"
-    if base.exists():
-        cfg = _merge(cfg, _read_yaml(base), str(base))
+    cfg = schema()
+    if (root_path / "base.yaml").exists():
+        raise ConfigError(f"{root_path / 'base.yaml'}: defaults live in the schema (zoe_lightning/config.py) and "
+                          "'base' names it; rename this file and let your experiments extend it")
     if experiment and experiment != "base":
         for path in _chain(experiment, root_path):
             cfg = _merge(cfg, _read_yaml(path), str(path))
@@ -465,7 +585,7 @@ def load_config(
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve interpolation: {exc}") from None
-    _check_choices(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -492,8 +612,8 @@ def config_from_dict(
     Validated like :func:`load_config` (types, unknown keys, choices); errors are ConfigErrors
     naming ``source``. Keys absent from ``data`` keep ``base``'s values.
     """
-    cfg = _merge(base if base is not None else OmegaConf.structured(RunConfig), data, source)
+    cfg = _merge(base if base is not None else schema(), data, source)
     if overrides:
         _apply_overrides(cfg, overrides)
-    _check_choices(cfg)
+    validate(cfg)
     return cfg

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .config import check_init
+
 __all__ = ["train", "build_trainer", "wandb_mode", "constant_baseline"]
 
 
@@ -270,6 +272,8 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
             print(f"--resume auto: {'resuming from ' + resume if resume else 'no checkpoint found, starting fresh'}")
     if resume and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
+    if not resume:  # a resumed run restores every weight from its checkpoint
+        check_init(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir or _run_dir(cfg)
     if _global_rank() == 0:  # DDP: only rank 0 owns the run directory

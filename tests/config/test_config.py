@@ -12,17 +12,36 @@ from zoe_lightning.config import list_experiments
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_merge_order_base_parent_experiment_overrides(tmp_path):
-    (tmp_path / "base.yaml").write_text("seed: 1\noptim: {lr: 0.5}\nmodel: {features: 64}\n")
-    (tmp_path / "parent.yaml").write_text("seed: 2\noptim: {weight_decay: 0.3}\n")
+def test_merge_order_schema_ancestors_experiment_overrides(tmp_path):
+    (tmp_path / "grandparent.yaml").write_text("seed: 1\noptim: {lr: 0.5}\nmodel: {features: 64}\n")
+    (tmp_path / "parent.yaml").write_text("extends: grandparent\nseed: 2\noptim: {weight_decay: 0.3}\n")
     (tmp_path / "child.yaml").write_text("extends: parent\noptim: {lr: 0.25}\n")
     cfg = load_config("child", ["seed=7"], root=tmp_path)
     assert cfg.seed == 7  # command line wins
-    assert cfg.optim.lr == 0.25  # child over base
+    assert cfg.optim.lr == 0.25  # child over grandparent
     assert cfg.optim.weight_decay == 0.3  # parent over schema default
-    assert cfg.model.features == 64  # base over schema default
+    assert cfg.model.features == 64  # grandparent over schema default
     assert cfg.optim.pct_start == 0.7  # untouched schema default
     assert cfg.name == "child"
+
+
+def test_base_is_the_schema_and_no_file_restates_it(tmp_path):
+    """Defaults live in one place: ``base`` resolves to the dataclass defaults, ``extends: base``
+    adds nothing, and a base.yaml in an experiments folder is refused instead of silently read."""
+    from zoe_lightning.config import RunConfig
+
+    assert not (REPO / "experiments" / "base.yaml").exists()
+    assert "base" not in list_experiments()
+    cfg = load_config("base")
+    defaults = RunConfig()
+    assert cfg.optim.lr == defaults.optim.lr == 1.61e-4 and cfg.model.head.n_attractors == [16, 8, 4, 1]
+    assert cfg.model.bins[0].name == "nyu" and cfg.model.init == "auto" and cfg.name == "base"
+    (tmp_path / "child.yaml").write_text("extends: base\nseed: 5\n")
+    child = load_config("child", root=tmp_path)
+    assert child.seed == 5 and child.optim == cfg.optim and child.model == cfg.model
+    (tmp_path / "base.yaml").write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: defaults live in the schema"):
+        load_config("child", root=tmp_path)
 
 
 def test_extends_cycle_is_reported(tmp_path):
@@ -64,7 +83,7 @@ def test_unknown_experiment_suggests_closest():
 def test_invalid_choice_suggests_closest():
     with pytest.raises(ConfigError, match="model.head.type.*splitter"):
         load_config("base", ["model.head.type=splitt"])
-    with pytest.raises(ConfigError, match="model.router.type"):
+    with pytest.raises(ConfigError, match="'model.router.type'.*Choices: labeled, trained, auto"):
         load_config("base", ["model.router.type=learned"])
 
 
@@ -108,3 +127,97 @@ def test_cli_overrides_after_options_join_the_overrides(monkeypatch):
     assert seen == {"seed": 5, "lr": 0.125, "resume": "x.ckpt"}
     with pytest.raises(SystemExit):
         cli.main(["train", "quickstart", "--resume", "x.ckpt", "--bogus"])
+
+
+# Every Literal field of the schema with its choices, written out independently of the code.
+LITERALS = {
+    "stage": ["metric", "relative"],
+    "model.readout": ["project", "ignore", "add"],
+    "model.init": ["auto", "core", "backbone", "scratch"],
+    "model.head.bin_centers_type": ["softplus", "normed", "hybrid1", "hybrid2"],
+    "model.head.attractor_type": ["inv", "exp"],
+    "model.head.attractor_aggregation": ["mean", "sum"],
+    "model.router.train_route": ["label", "predicted"],
+    "data.source": ["real", "synthetic"],
+    "data.resize": ["squash", "keep_aspect", "pad", "none"],
+    "data.depth_interpolation": ["auto", "nearest", "masked"],
+    "data.batching": ["auto", "mixed", "per_dataset"],
+    "loss.ssi_alignment": ["lstsq", "trimmed"],
+    "optim.adamw": ["fused", "foreach", "loop"],
+    "logger.mode": ["online", "offline", "disabled"],
+}
+
+
+def _literal_keys(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint, key = hints[f.name], prefix + f.name
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Literal or any(typing.get_origin(a) is typing.Literal for a in args):
+            out[key] = hint
+        elif dataclasses.is_dataclass(hint):
+            out.update(_literal_keys(hint, key + "."))
+    return out
+
+
+def test_string_choices_are_literals_of_the_schema():
+    from zoe_lightning.config import RunConfig
+
+    keys = set(_literal_keys(RunConfig))
+    assert set(LITERALS) <= keys and keys - set(LITERALS) == {"trainer.precision"}
+
+
+@pytest.mark.parametrize("key", sorted(LITERALS))
+def test_every_choice_is_validated_at_load_time_in_one_line(key):
+    from omegaconf import OmegaConf
+
+    for good in LITERALS[key]:
+        assert OmegaConf.select(load_config("base", [f"{key}={good}"]), key) == good
+    with pytest.raises(ConfigError) as err:
+        load_config("base", [f"{key}=bogus_value"])
+    msg = str(err.value)
+    assert "\n" not in msg and f"'{key}'" in msg and "'bogus_value'" in msg
+    assert f"Choices: {', '.join(LITERALS[key])}." in msg
+
+
+def test_choice_errors_suggest_and_optional_choices_accept_null():
+    with pytest.raises(ConfigError, match=r"invalid value 'softplu' for 'model.head.bin_centers_type'\. "
+                                          r"Did you mean: softplus\?"):
+        load_config("base", ["model.head.bin_centers_type=softplu"])
+    assert load_config("base", ["logger.mode=null"]).logger.mode is None
+    assert load_config("base", ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    assert load_config("base", ["trainer.precision=16"]).trainer.precision == "16"
+    with pytest.raises(ConfigError, match="'trainer.precision'.*32-true"):
+        load_config("base", ["trainer.precision=32-bit"])
+
+
+def test_choices_in_experiment_files_are_checked(tmp_path):
+    (tmp_path / "bad.yaml").write_text("loss: {ssi_alignment: median}\n")
+    with pytest.raises(ConfigError, match="'loss.ssi_alignment'"):
+        load_config("bad", root=tmp_path)
+
+
+def test_empty_experiment_folder_is_an_error(tmp_path, monkeypatch):
+    from zoe_lightning.config import experiments_dir
+
+    monkeypatch.setenv("ZOE_EXPERIMENTS", str(tmp_path))
+    assert experiments_dir() == tmp_path
+    with pytest.raises(ConfigError, match=f"no experiment files .* in {tmp_path}"):
+        list_experiments()
+    with pytest.raises(ConfigError, match=f"unknown experiment 'quickstart' \\(looked in {tmp_path}\\).*none"):
+        load_config("quickstart")
+    (tmp_path / "mine.yaml").write_text("seed: 3\n")
+    assert list_experiments() == ["mine"] and load_config("mine").seed == 3  # ZOE_EXPERIMENTS overrides
+
+
+def test_cli_experiments_lists_and_fails_loudly_when_empty(tmp_path, monkeypatch, capsys):
+    assert cli.main(["experiments"]) == 0
+    assert capsys.readouterr().out.split() == list_experiments()
+    monkeypatch.setenv("ZOE_EXPERIMENTS", str(tmp_path))
+    assert cli.main(["experiments"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.strip().count("\n") == 0 and str(tmp_path) in out.err

@@ -7,7 +7,7 @@ by its synthetic counterpart) so that no experiment can rot unnoticed.
 import math
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from zoe_lightning import load_config
 from zoe_lightning.config import experiments_dir, list_experiments
@@ -35,6 +35,59 @@ def test_every_row_of_the_issue_has_its_file():
     names = set(list_experiments())
     missing = [n for n in TABLE5 + TABLE6 + MODELS if n not in names]
     assert not missing, f"experiment files missing: {missing}"
+
+
+def _item_defaults(key):
+    """Schema defaults of one entry of the list at dotted ``key`` (e.g. ``model.bins``)."""
+    import dataclasses
+    import typing
+
+    from zoe_lightning.config import RunConfig
+
+    cls = RunConfig
+    for part in key.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    item = typing.get_args(cls)[0]
+    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(item)}
+
+
+def restated(raw, parent, prefix=""):
+    """Keys of an experiment file whose value its parent's resolved config already has (lists
+    compare whole); entries of a list of sections are compared with the item's schema defaults."""
+    found = []
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if path == "extends":
+            continue
+        theirs = parent.get(key) if parent is not None else None
+        if isinstance(value, DictConfig) and isinstance(theirs, DictConfig):
+            found += restated(value, theirs, f"{path}.")
+            continue
+        mine = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        if mine == (OmegaConf.to_container(theirs) if isinstance(theirs, (DictConfig, ListConfig)) else theirs):
+            found.append(path)
+        elif isinstance(mine, list) and mine and all(isinstance(v, dict) for v in mine):
+            defaults = _item_defaults(path)
+            found += [f"{path}[{i}].{k}" for i, entry in enumerate(mine) for k, v in entry.items()
+                      if k in defaults and v == defaults[k]]
+    return found
+
+
+@pytest.mark.parametrize("name", list_experiments())
+def test_experiment_restates_nothing_its_parent_has(name):
+    raw = OmegaConf.load(experiments_dir() / f"{name}.yaml")
+    parent = load_config(str(raw.get("extends") or "base"))
+    assert restated(raw, parent) == [], f"{name}.yaml restates its parent's values"
+
+
+def test_restatement_check_catches_restated_values(tmp_path):
+    (tmp_path / "p.yaml").write_text("optim: {lr: 0.5}\n")
+    raw = OmegaConf.create({"extends": "p", "optim": {"lr": 0.5, "weight_decay": 0.01, "pct_start": 0.5},
+                            "model": {"bins": [{"name": "a", "n_bins": 64, "max_depth": 80.0}]},
+                            "data": {"train": [{"name": "x", "weight": 1.0}], "batch_size": 16}})
+    assert restated(raw, load_config("p", root=tmp_path)) == [
+        "optim.lr", "optim.weight_decay", "model.bins[0].n_bins", "data.train[0].weight", "data.batch_size"]
 
 
 def test_files_hold_only_deltas():
@@ -111,6 +164,70 @@ def test_x_variants_differ_only_by_the_missing_relative_pretraining(x, m12):
     assert a.model.bins == b.model.bins and a.model.head == b.model.head and a.data == b.data
     if x == "zoed_x_nk":  # the decoder is slowed down only when it is pretrained (facts §3.5)
         assert b.optim.decoder_lr_factor == 10.0 and a.optim.decoder_lr_factor == 1.0
+    # what each promises is part of the resolved config: an M12 core, or ImageNet backbone weights
+    assert (a.model.init, b.model.init) == ("backbone", "core")
+    assert a.model != b.model
+
+
+# Experiments built on an M12 core: the released models and the Table 5 / 6 rows (all extend them).
+NEEDS_CORE = ["zoed_m12_n", "zoed_m12_k", "zoed_m12_nk"] + TABLE5 + TABLE6
+NEEDS_BACKBONE = ["zoed_x_n", "zoed_x_k", "zoed_x_nk"]
+
+
+def test_which_experiments_promise_which_starting_weights():
+    for name in list_experiments():
+        expected = "core" if name in NEEDS_CORE else "backbone" if name in NEEDS_BACKBONE else "auto"
+        assert load_config(name).model.init == expected, name
+
+
+@pytest.mark.parametrize("name", NEEDS_CORE)
+def test_training_an_m12_experiment_without_a_core_stops_in_one_line(name, tmp_path):
+    from zoe_lightning import ConfigError
+    from zoe_lightning.config import check_init
+    from zoe_lightning.train import train
+
+    cfg = load_config(name, [f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "model.core_checkpoint=PATH" in msg and "model.init=scratch" in msg
+    assert not any(tmp_path.iterdir())  # stopped before anything was written
+    check_init(load_config(name, ["model.core_checkpoint=some/stage1.ckpt"]))
+    check_init(load_config(name, ["model.init=scratch"]))
+    with pytest.raises(ConfigError, match="model.init=scratch .* model.core_checkpoint is set"):
+        check_init(load_config(name, ["model.init=scratch", "model.core_checkpoint=some/stage1.ckpt"]))
+
+
+@pytest.mark.parametrize("name", NEEDS_BACKBONE)
+def test_x_experiments_need_backbone_weights_and_no_core(name):
+    from zoe_lightning import ConfigError
+    from zoe_lightning.config import check_init
+
+    with pytest.raises(ConfigError, match=r"model.backbone_weights=PATH.*model.init=scratch"):
+        check_init(load_config(name))
+    with pytest.raises(ConfigError, match=r"model.core_checkpoint is set.*model.init=core"):
+        check_init(load_config(name, ["model.backbone_weights=w.pth", "model.core_checkpoint=c.ckpt"]))
+    check_init(load_config(name, ["model.backbone_weights=w.pth"]))
+    check_init(load_config(name, ["model.init=scratch"]))
+
+
+def test_auto_init_accepts_whatever_is_given():
+    from zoe_lightning.config import check_init
+
+    for overrides in ([], ["model.core_checkpoint=c.ckpt"], ["model.backbone_weights=w.pth"]):
+        check_init(load_config("quickstart", overrides))
+
+
+def test_cli_train_without_core_is_one_line_and_config_or_presets_do_not_check(capsys, tmp_path):
+    from zoe_lightning import cli
+    from zoe_lightning.models.checkpoints import PRESETS
+
+    assert cli.main(["train", "zoed_m12_n", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "model.core_checkpoint=PATH" in err and "model.init=scratch" in err
+    assert cli.main(["config", "zoed_m12_n"]) == 0 and "init: core" in capsys.readouterr().out
+    for preset in PRESETS:  # the weights loader's presets: configurations, never training runs
+        assert load_config(preset).model.init == "core"
 
 
 def _tiny_lengths(cfg):
@@ -137,7 +254,9 @@ def _run_key(cfg) -> str:
 def test_every_experiment_trains_one_step_on_synthetic_data(name, tmp_path):
     from zoe_lightning.train import train
 
-    cfg = _tiny_lengths(load_config(name, ONE_STEP + [f"output_dir={tmp_path}"]))
+    # the released recipes start from weights the test has not got: their tiny twins start at random
+    scratch = ["model.init=scratch"] if load_config(name).model.init in ("core", "backbone") else []
+    cfg = _tiny_lengths(load_config(name, ONE_STEP + scratch + [f"output_dir={tmp_path}"]))
     key = _run_key(cfg)
     if key in _TRAINED:  # shares the run of an identical (at tiny scale) experiment, e.g. zoed_x_n = zoed_m12_n
         pytest.skip(f"same tiny-scale run as '{_TRAINED[key]}', which trained")
