@@ -220,7 +220,7 @@ def test_auto_init_accepts_whatever_is_given():
 
 def test_cli_train_without_core_is_one_line_and_config_or_presets_do_not_check(capsys, tmp_path):
     from zoe_lightning import cli
-    from zoe_lightning.models.checkpoints import PRESETS
+    from zoe_lightning.weights import PRESETS
 
     assert cli.main(["train", "zoed_m12_n", f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
