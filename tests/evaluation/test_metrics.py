@@ -1,4 +1,4 @@
-"""Tests for zoe_lightning.metrics."""
+"""Tests for zoe_lightning.evaluation.metrics, .sums and the crops / clamp of .protocol."""
 
 import math
 
@@ -7,17 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoe_lightning import metrics as metrics_module
-from zoe_lightning.metrics import (
-    METRIC_NAMES,
-    DepthMetrics,
+from zoe_lightning.evaluation import sums as metrics_module
+from zoe_lightning.evaluation.metrics import METRIC_NAMES, DepthMetrics, compute_depth_metrics, relative_improvement
+from zoe_lightning.evaluation.protocol import (
     clamp_prediction,
-    compute_depth_metrics,
     crop_mask,
     eigen_kitti_crop_mask,
     eigen_nyu_crop_mask,
     garg_crop_mask,
-    relative_improvement,
 )
 
 

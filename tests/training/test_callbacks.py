@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from callbacks import BinCentersCallback, DepthPanelCallback, RouterStatsCallback
-from zoe_lightning import viz
+from zoe_lightning.evaluation import viz
 
 GREY = np.array([128, 128, 128], dtype=np.uint8)
 
