@@ -159,6 +159,8 @@ class EvalDataModule(L.LightningDataModule):
         self.cfg, self.entries, self.split = cfg, list(entries), split
         self.domains, self.domain, self.crop = list(domains), domain, crop
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        # a rank may hold no sample of a small set: evaluation has no per-batch collectives
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: Optional[str] = None) -> None:
         if not self.sets:

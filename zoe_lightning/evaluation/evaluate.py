@@ -75,15 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def trainer_devices(device: Optional[str], devices: Optional[int]) -> Tuple[str, object, int]:
     """``(accelerator, devices, num_nodes)`` for the Trainer: ``--device`` picks the accelerator
-    (``cuda:1``: that GPU), the process count is ``--devices``, else the launcher's (torchrun's
-    ``LOCAL_WORLD_SIZE`` per node, ``WORLD_SIZE`` in all), else 1."""
+    (``cuda:1``: that GPU); the process count is ``--devices`` (one node), else torchrun's
+    (``LOCAL_WORLD_SIZE`` per node, ``WORLD_SIZE`` in all), else 1."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.startswith("cuda") else device
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    nodes = max(1, int(os.environ.get("WORLD_SIZE", str(local))) // local)
-    count = devices or local
+    count, nodes = 1, 1
+    if devices:
+        count = int(devices)
+    elif "LOCAL_WORLD_SIZE" in os.environ:  # torchrun
+        count = int(os.environ["LOCAL_WORLD_SIZE"])
+        nodes = max(1, int(os.environ.get("WORLD_SIZE", str(count))) // count)
     if device.startswith("cuda:") and count == 1:
         return accelerator, [int(device.split(":", 1)[1])], nodes
     return accelerator, count, nodes

@@ -155,7 +155,7 @@ class MetricDepthModule(DepthModule):
                 self.log(f"test/{s.name}/{k}", values[k].float(), sync_dist=True)
 
     def predict_step(self, batch: List[Dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> List[Dict]:
-        """Per sample: ``index`` in its set and ``depth``, the flip-TTA prediction upsampled
+        """Per sample: ``index`` in its set and ``depth`` (H, W), the flip-TTA prediction upsampled
         (bilinear) to its ground truth's size and clamped to the set's range."""
         from ..evaluation.protocol import clamp_prediction
 
