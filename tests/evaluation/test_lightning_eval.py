@@ -3,7 +3,6 @@ evaluation DataModule, checked against an independent numpy computation on NYU /
 router labels, and (slow) a 2-process gloo run against the single-process numbers."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 from ..conftest import NK_BINS, tiny_config
 from ..fixtures.data_fixtures import make_kitti, make_nyu
+from ..training.test_ddp import _clean_env
 from .test_evaluate import SMALL, ConstantModel, ListDataset, _sample, make_checkpoint, run_test
 from .test_metrics import _reference_metrics
 
@@ -133,14 +133,6 @@ def test_labeled_router_without_a_head_for_the_domain_is_a_user_error():
         run_test(model, [eval_set("ibims", ListDataset([sample]))])
     res = run_test(model, [eval_set("ibims", ListDataset([sample]), domain="kitti")])["ibims"]
     assert res["routed"] == [0, 1] and res["n_images"] == 1
-
-
-def _clean_env():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_"))}
-    env.update(PYTHONPATH=str(ROOT), WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
 
 
 @pytest.mark.slow

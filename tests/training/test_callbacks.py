@@ -1,4 +1,4 @@
-"""Tests for zoe_lightning.viz and the observe-only callbacks (fast, CPU, no network)."""
+"""Tests for zoe_lightning.evaluation.viz and the observe-only callbacks (fast, CPU, no network)."""
 
 import csv
 from pathlib import Path
