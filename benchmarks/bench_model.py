@@ -665,7 +665,8 @@ def make_maps(n: int, size=(480, 640), seed: int = 0):
 
 
 def bench_metrics(n_maps: int, reps: int, warmup: int, device: str = "cpu", chunk: int = 64) -> List[Dict]:
-    from zoe_lightning.metrics import FUSED_MIN_PIXELS, METRIC_NAMES, DepthMetrics, fused_metrics_available
+    from zoe_lightning.evaluation.metrics import METRIC_NAMES, DepthMetrics
+    from zoe_lightning.evaluation.sums import FUSED_MIN_PIXELS, fused_metrics_available
 
     pred, gt = make_maps(n_maps)
     pred_np, gt_np = pred.numpy(), gt.numpy()

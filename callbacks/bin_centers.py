@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch import Callback
 
-from zoe_lightning import viz
+from zoe_lightning.evaluation import viz
 
 from .depth_panels import _active, _caption, log_images, sample_item
 

@@ -14,7 +14,7 @@ import numpy as np
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zoe_lightning import viz
+from zoe_lightning.evaluation import viz
 
 __all__ = [
     "DepthPanelCallback",

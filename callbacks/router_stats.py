@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from zoe_lightning import viz
+from zoe_lightning.evaluation import viz
 
 from .depth_panels import _warn_once, _wandb_loggers, log_images, log_metrics
 

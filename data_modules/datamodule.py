@@ -127,7 +127,9 @@ class DepthDataModule(L.LightningDataModule):
             name, options = synthetic_counterpart(name, options, entry.domain, position, self.relative)
         return name, options
 
-    def _build(self, entries, split: str) -> List[Dataset]:
+    def build_sets(self, entries, split: str) -> List[Dataset]:
+        """The datasets of config ``entries`` for ``split``, with this module's transforms and
+        domain labels (one per entry, in order)."""
         sets = []
         for position, entry in enumerate(entries):
             name, options = self.resolve_entry(entry, position)
@@ -149,10 +151,10 @@ class DepthDataModule(L.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         if not self.train_sets and stage in (None, "fit"):
-            self.train_sets = self._build(self.cfg.train, "train")
+            self.train_sets = self.build_sets(self.cfg.train, "train")
             self._report(self.train_sets, "train")
         if not self.val_sets:
-            self.val_sets = self._build(self.cfg.val, "val")
+            self.val_sets = self.build_sets(self.cfg.val, "val")
             self._report(self.val_sets, "val")
 
     @staticmethod

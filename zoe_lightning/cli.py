@@ -25,9 +25,9 @@ __all__ = ["main", "UserError", "COMMANDS"]
 
 # command name -> (module, one-line help)
 COMMANDS = {
-    "eval": ("zoe_lightning.evaluate", "evaluate a checkpoint with the paper's protocol"),
-    "predict": ("zoe_lightning.predict", "turn images into metric depth maps"),
-    "export": ("zoe_lightning.export", "export a checkpoint to ONNX"),
+    "eval": ("zoe_lightning.evaluation.evaluate", "evaluate a checkpoint with the paper's protocol"),
+    "predict": ("zoe_lightning.evaluation.predict", "turn images into metric depth maps"),
+    "export": ("zoe_lightning.evaluation.export", "export a checkpoint to ONNX"),
     "compare": ("zoe_lightning.tools.compare.report", "compare runs: table and plots"),
     "sweep-local": ("zoe_lightning.tools.sweeps.local", "run a sweep file without W&B (local devices or SLURM array)"),
     "sweep-run": ("zoe_lightning.tools.sweeps.sweep_run", "one run of a sweep (the program a sweep file's command runs)"),

@@ -165,7 +165,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
 def constant_baseline(datamodule, bins, max_train_samples: int = 256) -> Dict[str, float]:
     """REL on the validation sets of the best constant predictor: for each domain, the median of
     the per-image median depths of (up to ``max_train_samples``) training images."""
-    from .metrics import DepthMetrics
+    from .evaluation.metrics import DepthMetrics
 
     medians: Dict[str, List[float]] = {}
     for ds in datamodule.train_sets:

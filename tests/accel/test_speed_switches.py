@@ -376,13 +376,13 @@ def test_model_depth_only_output_equals_the_full_output(experiment_overrides):
 
 
 def test_evaluate_and_predict_ask_for_depth_only():
-    from zoe_lightning.evaluate import _model_predict
+    from zoe_lightning.inference import model_depth
 
     model = build_model(tiny_config(*BEIT)).eval()
     seen = []
     model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("maps")), with_kwargs=True)
     with torch.inference_mode():
-        depth, _ = _model_predict(model, None)(torch.rand(1, 3, 32, 48))
+        depth, _ = model_depth(model, torch.rand(1, 3, 32, 48))
     assert seen == [False] and depth.shape == (1, 1, 32, 48)
 
 

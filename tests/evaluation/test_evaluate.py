@@ -1,4 +1,4 @@
-"""`zoe-lightning eval`: flip TTA, sharding, metrics against hand-computed values, the CLI."""
+"""`zoe-lightning eval`: flip TTA, sharding, metrics of `Trainer.test` against hand-computed values, the CLI."""
 
 import json
 import math
@@ -78,7 +78,7 @@ def _sample(gt, pred_value, scale=10.0):
 
 def test_flip_tta_is_flip_equivariant_and_averages():
     from zoe_lightning import build_model
-    from zoe_lightning.evaluate import flip_tta
+    from zoe_lightning.evaluation.protocol import flip_tta
 
     torch.manual_seed(0)
     model = build_model(tiny_config(*SMALL)).eval()
@@ -96,7 +96,7 @@ def test_flip_tta_is_flip_equivariant_and_averages():
 
 
 def test_flip_tta_hand_example():
-    from zoe_lightning.evaluate import flip_tta
+    from zoe_lightning.evaluation.protocol import flip_tta
 
     x = torch.tensor([[[[1.0, 2.0, 4.0]]]])
     ramp = torch.tensor([0.0, 1.0, 2.0])
@@ -107,7 +107,7 @@ def test_flip_tta_hand_example():
 @pytest.mark.parametrize("n", [0, 1, 5, 7, 13])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_shards_cover_every_sample_exactly_once(n, world):
-    from zoe_lightning.evaluate import shard_indices
+    from data_modules.evaluation import shard_indices
 
     shards = [shard_indices(n, r, world) for r in range(world)]
     flat = [i for s in shards for i in s]
@@ -115,8 +115,28 @@ def test_shards_cover_every_sample_exactly_once(n, world):
     assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
 
 
-def test_evaluate_dataset_hand_computed_metrics():
-    from zoe_lightning.evaluate import evaluate_dataset
+def run_test(model, sets, batch_size=1, flip=True, rank_world=None):
+    """``Trainer.test`` of a :class:`MetricDepthModule` wrapping ``model`` over ``sets``
+    (``rank_world``: score only that rank's shard, without a process group)."""
+    import lightning as L
+
+    from data_modules.evaluation import EvalDataModule
+    from zoe_lightning.modules import MetricDepthModule
+
+    class Shard(EvalDataModule):
+        def _world(self):
+            return rank_world or super()._world()
+
+    module = MetricDepthModule(tiny_config(*SMALL), model=model)
+    module.flip_tta = flip
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    trainer.test(module, datamodule=Shard(sets, batch_size=batch_size), verbose=False)
+    return module.test_results
+
+
+def test_test_step_hand_computed_metrics():
+    from data_modules.evaluation import eval_set
 
     gt1 = np.full((8, 8), 2.0)
     gt1[0, 0] = 0.0  # invalid
@@ -126,7 +146,7 @@ def test_evaluate_dataset_hand_computed_metrics():
     gt3 = np.full((6, 10), 5.0)  # another size in the same loader batch
     ds = ListDataset([_sample(gt1, 2.4), _sample(gt2, 2.0), _sample(gt3, 9.9 * 1.3)])  # 3rd: pred clamped to 10
     model = ConstantModel()
-    res = evaluate_dataset(model, ds, min_depth=1e-3, max_depth=10.0, crop=None, flip=True, batch_size=3)
+    res = run_test(model, [eval_set("set", ds)], batch_size=3)["set"]
     assert model.calls == 6  # 3 images, each also flipped
     # image 1: pred 2.4 vs 2 -> rel 0.2, rmse 0.4, ratio 1.2 < 1.25, silog 0
     # image 2: pred 2 vs {1, 4} half/half -> rel (1 + 0.5)/2, rmse sqrt((1 + 4)/2), ratios 2 -> 0 for a1..a3
@@ -142,31 +162,30 @@ def test_evaluate_dataset_hand_computed_metrics():
     assert res["a1"] == pytest.approx(1 / 3)
     assert res["a3"] == pytest.approx(1 / 3)
     assert res["n_images"] == 3 and res["n_empty"] == 0
+    assert (res["crop"], res["min_depth"], res["max_depth"], res["domain"]) == (None, 1e-3, 10.0, "nyu")
 
 
-def test_evaluate_dataset_uses_the_crop():
-    from zoe_lightning.evaluate import evaluate_model
+def test_test_step_uses_the_crop():
+    from data_modules.evaluation import eval_set
 
     gt = np.full((480, 640), 5.0)
     gt[45:471, 41:601] = 2.0  # the Eigen NYU box: prediction 2.0 is exact there, wrong outside
     ds = ListDataset([_sample(gt, 2.0)], eval_crop="eigen", min_depth=1e-3, max_depth=10.0, domain="nyu")
-    sets = [("nyu_like", ds, SimpleNamespace(domain=None))]
-    auto = evaluate_model(ConstantModel(), sets)["nyu_like"]
+    auto = run_test(ConstantModel(), [eval_set("nyu_like", ds)])["nyu_like"]
     assert auto["crop"] == "eigen" and auto["abs_rel"] == pytest.approx(0.0, abs=1e-6)
-    none = evaluate_model(ConstantModel(), sets, crop="none")["nyu_like"]
+    none = run_test(ConstantModel(), [eval_set("nyu_like", ds, crop="none")])["nyu_like"]
     outside = 480 * 640 - 426 * 560
     assert none["abs_rel"] == pytest.approx(0.6 * outside / (480 * 640), rel=1e-6)
 
 
 def test_shards_merge_to_the_full_result():
-    """Two ranks' sums (no process group: each rank's own shard) add up to the single-process result."""
-    from zoe_lightning.evaluate import evaluate_dataset
+    """Two ranks' shards (no process group: each rank's own) add up to the single-process result."""
+    from data_modules.evaluation import eval_set
 
     rng = np.random.default_rng(0)
     ds = ListDataset([_sample(rng.uniform(1, 9, (6, 6)), float(v)) for v in rng.uniform(1, 9, 5)])
-    full = evaluate_dataset(ConstantModel(), ds, min_depth=1e-3, max_depth=10.0, crop=None)
-    parts = [evaluate_dataset(ConstantModel(), ds, min_depth=1e-3, max_depth=10.0, crop=None, rank=r, world=2)
-             for r in range(2)]
+    full = run_test(ConstantModel(), [eval_set("s", ds)])["s"]
+    parts = [run_test(ConstantModel(), [eval_set("s", ds)], batch_size=2, rank_world=(r, 2))["s"] for r in range(2)]
     assert [p["n_images"] for p in parts] == [3, 2]
     for key in ("abs_rel", "rmse", "a1", "silog"):
         merged = sum(p[key] * p["n_images"] for p in parts) / 5
@@ -174,7 +193,7 @@ def test_shards_merge_to_the_full_result():
 
 
 def test_relative_improvement_attached_from_reference(tmp_path):
-    from zoe_lightning.evaluate import attach_relative_improvement, read_reference
+    from zoe_lightning.evaluation.report import attach_relative_improvement, read_reference
 
     results = {"a": {"abs_rel": 0.1, "rmse": 0.5, "log_10": 0.04, "a1": 0.9, "a2": 0.95, "a3": 1.0},
                "b": {"abs_rel": 0.1, "rmse": 0.5, "log_10": 0.04, "a1": 0.9, "a2": 0.95, "a3": 1.0}}
@@ -238,37 +257,6 @@ def test_eval_cli_user_errors(tiny_ckpt, tmp_path, capsys):
     assert "no_such_set" in capsys.readouterr().err
 
 
-def _ddp_worker(rank, world, init_file, values, queue):
-    import torch.distributed as dist
-
-    from zoe_lightning.evaluate import evaluate_dataset
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    ds = ListDataset([_sample(np.full((4, 4), 3.0), v) for v in values])
-    res = evaluate_dataset(ConstantModel(), ds, min_depth=1e-3, max_depth=10.0, crop=None, rank=rank, world=world)
-    queue.put((rank, res["n_images"], res["abs_rel"]))
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_ddp_counts_every_sample_once(tmp_path):
-    import torch.multiprocessing as mp
-
-    values = [1.5, 2.0, 3.0, 4.5, 6.0]  # 5 samples over 2 ranks: a padding sampler would count 6
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), values, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
-    expected = np.mean([abs(3.0 - v) / 3.0 for v in values])
-    for _, n, rel in got:
-        assert n == 5
-        assert rel == pytest.approx(expected, rel=1e-6)
-
-
 def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
     """File readers: KITTI is scored on its KB-cropped 352x1216 frame with the Garg crop and 80 m,
     NYU with the Eigen box and 10 m (the readers' own eval_crop / range), GT at native size."""
@@ -296,11 +284,11 @@ def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
 
 
 def test_dataset_entries_from_names_and_data_root():
-    from zoe_lightning.evaluate import _dataset_entries
+    from data_modules.evaluation import dataset_entries
 
     cfg = tiny_config("data.val=[{name: nyu, domain: nyu, options: {root: /data/my_nyu}}]")
-    assert [e.name for e in _dataset_entries(cfg, None)] == ["nyu"]
-    entries = _dataset_entries(cfg, ["nyu", "ibims", "synthetic_indoor"], data_root="/d")
+    assert [e.name for e in dataset_entries(cfg, None)] == ["nyu"]
+    entries = dataset_entries(cfg, ["nyu", "ibims", "synthetic_indoor"], data_root="/d")
     assert [e.name for e in entries] == ["nyu", "ibims", "synthetic_indoor"]
     assert entries[0].options.root == "/data/my_nyu"  # the config's own option wins
     assert entries[1].options.root == "/d/ibims"

@@ -46,7 +46,7 @@ def test_export_cli_single_head_dynamic_batch(tmp_path, capsys):
 def test_export_beit_single_head(tmp_path):
     """BEiT backbones (the released models' family): relative position bias tables in the graph."""
     from zoe_lightning import build_model
-    from zoe_lightning.export import check_onnx, export_onnx
+    from zoe_lightning.evaluation.export import check_onnx, export_onnx
 
     torch.manual_seed(0)
     model = build_model(tiny_config("model.backbone=test_beit", *SMALL)).eval()
@@ -57,7 +57,7 @@ def test_export_beit_single_head(tmp_path):
 
 @pytest.mark.slow
 def test_export_nk_labeled_router_mixed_domains(tmp_path):
-    from zoe_lightning.export import export_onnx
+    from zoe_lightning.evaluation.export import export_onnx
 
     model = _nk_model("labeled")
     path = export_onnx(model, tmp_path / "nk_labeled.onnx", (64, 96))
@@ -73,7 +73,7 @@ def test_export_nk_labeled_router_mixed_domains(tmp_path):
 
 
 def test_export_nk_trained_router_routes_like_pytorch(tmp_path):
-    from zoe_lightning.export import check_onnx, export_onnx
+    from zoe_lightning.evaluation.export import check_onnx, export_onnx
 
     model = _nk_model("trained")
     last = model.router.mlp_classifier[-1]

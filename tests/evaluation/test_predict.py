@@ -33,7 +33,7 @@ def _write_image(path, h, w, seed):
 
 
 def test_pad_amount_hand_values():
-    from zoe_lightning.predict import pad_amount
+    from zoe_lightning.inference import pad_amount
 
     assert pad_amount(480, 640) == (46, 53)  # int(sqrt(240)*3) = int(46.48), int(sqrt(320)*3) = int(53.67)
     assert pad_amount(2, 2) == (3, 3)
@@ -41,7 +41,7 @@ def test_pad_amount_hand_values():
 
 def test_padding_and_flip_are_undone_exactly():
     """An identity-like model: padding is cropped away, flip TTA of an equivariant model changes nothing."""
-    from zoe_lightning.predict import predict_images
+    from zoe_lightning.inference import predict_images
 
     img = torch.rand(3, 20, 30)
     for pad in (False, True):
@@ -53,7 +53,7 @@ def test_padding_and_flip_are_undone_exactly():
 
 def test_mixed_size_batch_equals_one_by_one():
     from zoe_lightning import build_model
-    from zoe_lightning.predict import predict_images
+    from zoe_lightning.inference import predict_images
 
     from ..conftest import tiny_config
 
@@ -69,7 +69,7 @@ def test_mixed_size_batch_equals_one_by_one():
 
 
 def test_png16_npy_and_color_files(tmp_path):
-    from zoe_lightning.predict import write_outputs
+    from zoe_lightning.evaluation.predict import write_outputs
 
     depth = np.array([[0.5, 1.0 / 256 * 10.4], [255.99, 300.0]], dtype=np.float32)  # 300 m saturates
     image = torch.rand(3, 2, 2)
@@ -84,8 +84,8 @@ def test_png16_npy_and_color_files(tmp_path):
 
 
 def test_point_cloud_back_projection_by_hand(tmp_path):
-    from zoe_lightning.pointcloud import default_intrinsics, read_ply
-    from zoe_lightning.predict import write_outputs
+    from zoe_lightning.evaluation.pointcloud import default_intrinsics, read_ply
+    from zoe_lightning.evaluation.predict import write_outputs
 
     depth = np.full((4, 6), 2.0, dtype=np.float32)
     depth[3, 5] = 8.0
@@ -111,7 +111,7 @@ def test_point_cloud_back_projection_by_hand(tmp_path):
 def test_predict_cli_files_and_skips_unreadable(tiny_ckpt, tmp_path, capsys):
     from zoe_lightning.cli import main
     from zoe_lightning.weights import load_model
-    from zoe_lightning.predict import predict_images
+    from zoe_lightning.inference import predict_images
 
     src = tmp_path / "in"
     src.mkdir()
@@ -135,7 +135,7 @@ def test_predict_cli_files_and_skips_unreadable(tiny_ckpt, tmp_path, capsys):
     model = load_model(str(tiny_ckpt))
     (ref,) = predict_images(model, [torch.from_numpy(a).permute(2, 0, 1).float() / 255.0])
     np.testing.assert_allclose(depth, ref.numpy(), rtol=1e-5, atol=1e-5)
-    from zoe_lightning.pointcloud import read_ply
+    from zoe_lightning.evaluation.pointcloud import read_ply
 
     header, verts = read_ply(out / "a.ply")
     assert len(verts) == 30 * 40

@@ -1,4 +1,4 @@
-"""Tests for zoe_lightning.viz and the observe-only callbacks (fast, CPU, no network)."""
+"""Tests for zoe_lightning.evaluation.viz and the observe-only callbacks (fast, CPU, no network)."""
 
 import csv
 from pathlib import Path
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from callbacks import BinCentersCallback, DepthPanelCallback, RouterStatsCallback
-from zoe_lightning import viz
+from zoe_lightning.evaluation import viz
 
 GREY = np.array([128, 128, 128], dtype=np.uint8)
 

@@ -66,6 +66,8 @@ class PatchTransformerEncoder(nn.Module):
 
 
 class _Router(nn.Module):
+    needs_labels = False  # True: routing needs the domain labels, in inference too
+
     def __init__(self, n_domains: int, in_channels: int, cfg, batch_vote: bool = False) -> None:
         super().__init__()
         self.n_domains, self.batch_vote = n_domains, batch_vote
@@ -89,6 +91,8 @@ class _Router(nn.Module):
 
 @register_router("labeled")
 class LabeledRouter(_Router):
+    needs_labels = True
+
     def forward(self, x0: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Route:
         return Route(self._check_labels(labels, x0.shape[0], self.n_domains, "labeled").to(x0.device))
 

@@ -154,6 +154,12 @@ class ZoeDepth(_GroupsMixin, _FrozenBNMixin, nn.Module):
             index = torch.zeros(batch, dtype=torch.long, device=image.device)
             return self._output(out, core.relative_depth, None, index)
         route = self.router(shared.x0, domain)
+        if torch.jit.is_tracing():  # export: every head runs, each image takes its routed head's depth
+            depths = torch.stack([self.head.forward_domain(n, shared, core.out_conv, core.relative_depth,
+                                                           maps=maps).depth for n in names], 1)  # B, D, 1, h, w
+            pick = route.index.view(-1, 1, 1, 1, 1).expand(-1, 1, *depths.shape[2:])
+            return self._output(HeadOutput(depths.gather(1, pick).squeeze(1)), core.relative_depth, route.logits,
+                                route.index)
         if route.weights is not None:  # soft mixture (auto router in training)
             outs = [self.head.forward_domain(n, shared, core.out_conv, core.relative_depth, maps=maps)
                     for n in names]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import lightning as L
 import torch
@@ -42,13 +42,14 @@ def make_adamw(groups, optim_cfg, precision: str = "32-true") -> torch.optim.Ada
 class DepthModule(L.LightningModule):
     """Base of both stages. ``cfg`` is the whole run config (stored in the checkpoint)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, model: Optional[torch.nn.Module] = None) -> None:
+        """``model``: an already built (e.g. loaded) model to wrap instead of building one from ``cfg``."""
         super().__init__()
         container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         self.save_hyperparameters({"cfg": container})
         self.cfg = OmegaConf.create(container)
-        self.model = build_model(self.cfg)
-        if self.cfg.model.core_checkpoint:
+        self.model = build_model(self.cfg) if model is None else model
+        if model is None and self.cfg.model.core_checkpoint:
             init_core(self.model, self.cfg)
 
     # ------------------------------------------------------------------ optimisation

@@ -49,7 +49,7 @@ def aggregate(runs: Sequence[RunRecord], which: str = "final") -> Dict[str, Dict
 
 def _improvement(stats: Mapping[str, float], ref: Mapping[str, float], domains: Sequence[str]) -> float:
     """mRID (percent) of ``stats`` over ``ref``, averaged over the domains both have."""
-    from ...metrics import relative_improvement
+    from ...evaluation.metrics import relative_improvement
 
     vals = []
     for d in domains:

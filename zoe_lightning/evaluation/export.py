@@ -3,7 +3,8 @@
 The graph takes ``image`` (B x 3 x H x W, RGB in [0, 1], H x W fixed at export, B dynamic) and
 returns ``metric_depth`` (B x 1 x h x w, metres, network resolution). Multi-domain (NK) models
 run every head and pick each image's head by the router's decision (also returned as
-``domain_index``); a labeled-router model takes an extra int64 input ``domain`` (B,).
+``domain_index``): the model's own forward, traced; a labeled-router model takes an extra int64
+input ``domain`` (B,).
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .errors import UserError
+from ..errors import UserError
 from .evaluate import add_model_override_argument
 
 __all__ = ["add_arguments", "run", "OnnxDepthModel", "export_onnx", "check_onnx"]
 
 
 class OnnxDepthModel(nn.Module):
-    """Traceable forward of a :class:`~zoe_lightning.models.ZoeDepth` without data-dependent
-    control flow: every head runs and each image's depth is gathered from its routed head."""
+    """The model's own forward with plain tensor inputs and outputs, for the tracer. Under tracing
+    :class:`~zoe_lightning.models.ZoeDepth` routes without data-dependent control flow (every head
+    runs, each image's depth is gathered from its routed head)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -32,26 +34,15 @@ class OnnxDepthModel(nn.Module):
             raise UserError("export needs a metric ZoeDepth model (core + head); this checkpoint is not one")
         self.model = model
         router = getattr(model, "router", None)
-        self.labeled = router is not None and type(router).__name__ == "LabeledRouter"
+        self.labeled = bool(getattr(router, "needs_labels", False))
         self.multi = router is not None
         self.eval()
 
     def forward(self, image: torch.Tensor, domain: Optional[torch.Tensor] = None):
-        m = self.model
-        core = m.core(m.prep(image))
-        shared = m.head.shared(core.bottleneck, core.fusion)
-        names = m.domains
+        out = self.model(image, domain=domain.long() if self.labeled else None)
         if not self.multi:
-            return m.head.forward_domain(names[0], shared, core.out_conv, core.relative_depth).depth
-        if self.labeled:
-            index = domain.long()
-        else:
-            index = m.router._decide(m.router.logits(shared.x0))
-        depths = torch.stack(
-            [m.head.forward_domain(n, shared, core.out_conv, core.relative_depth).depth for n in names], 1
-        )  # B, D, 1, h, w
-        pick = index.view(-1, 1, 1, 1, 1).expand(-1, 1, depths.shape[2], depths.shape[3], depths.shape[4])
-        return depths.gather(1, pick).squeeze(1), index
+            return out.metric_depth
+        return out.metric_depth, out.domain_index
 
 
 def _input_names(wrapper) -> Tuple[List[str], List[str]]:

@@ -2,20 +2,19 @@
 
 Per image: 16-bit PNG of depth x 256 (the KITTI / NYU-toolbox convention), ``.npy`` float32
 metres, a colourised PNG and optionally a coloured ``.ply`` point cloud. Defaults follow the
-original ZoeDepth's ``infer_pil``: reflect padding, flip test-time augmentation and bicubic
-upsampling to the input size. Images of different sizes can share a batch; unreadable files are
-reported and skipped.
+original ZoeDepth's ``infer_pil`` (:func:`zoe_lightning.inference.predict_images`): reflect
+padding, flip test-time augmentation and bicubic upsampling to the input size. Images of different
+sizes can share a batch; unreadable files are reported and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import UserError
+from ..errors import UserError
 from .evaluate import add_model_override_argument
 
 __all__ = [
@@ -23,8 +22,6 @@ __all__ = [
     "run",
     "IMAGE_EXTENSIONS",
     "collect_inputs",
-    "pad_amount",
-    "predict_images",
     "encode_png16",
     "write_outputs",
 ]
@@ -72,80 +69,6 @@ def read_image(path: Path):
         im = ImageOps.exif_transpose(im)
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Inference
-# ----------------------------------------------------------------------------------------------
-
-
-def pad_amount(height: int, width: int) -> Tuple[int, int]:
-    """The original ``infer``'s reflect padding: ``int(sqrt(H/2) * 3)`` rows and
-    ``int(sqrt(W/2) * 3)`` columns on each side."""
-    return int(math.sqrt(height / 2) * 3), int(math.sqrt(width / 2) * 3)
-
-
-def _network_input_size(model, height: int, width: int) -> Tuple[int, int]:
-    prep = getattr(model, "prep", None)
-    if prep is None or not getattr(prep, "resize", True):
-        return height, width
-    from .models.zoedepth import network_size
-
-    return network_size(height, width, prep.img_size, bool(prep.keep_aspect))
-
-
-def predict_images(
-    model,
-    images: Sequence[Any],
-    *,
-    flip: bool = True,
-    pad: bool = True,
-    upsample: str = "bicubic",
-    domain: Optional[int] = None,
-    device: str = "cpu",
-) -> List[Any]:
-    """Metric depth ``(H_i, W_i)`` float32 CPU tensors for images ``(3, H_i, W_i)`` in [0, 1].
-
-    Each image is (optionally) reflect-padded, resized to its network size the way the model's
-    own preprocessing would, grouped with others of the same network size, run (with flip TTA),
-    upsampled back to the padded size and un-padded.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .evaluate import _model_predict, flip_tta
-
-    predict = _model_predict(model, domain)
-    prepared = []
-    for img in images:
-        x = img.to(device).float()[None]
-        h, w = x.shape[-2:]
-        ph, pw = pad_amount(h, w) if pad else (0, 0)
-        if ph or pw:
-            if ph >= h or pw >= w:  # reflect needs the pad smaller than the image
-                ph, pw = min(ph, h - 1), min(pw, w - 1)
-            x = F.pad(x, (pw, pw, ph, ph), mode="reflect")
-        size = _network_input_size(model, x.shape[-2], x.shape[-1])
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        prepared.append((x, (h, w), (ph, pw)))
-    groups: Dict[Tuple[int, int], List[int]] = {}
-    for i, (x, _, _) in enumerate(prepared):
-        groups.setdefault(tuple(x.shape[-2:]), []).append(i)
-    results: List[Any] = [None] * len(prepared)
-    with torch.inference_mode():
-        for idx in groups.values():
-            batch = torch.cat([prepared[i][0] for i in idx])
-            pred = flip_tta(lambda t: predict(t)[0], batch, flip)
-            for j, i in enumerate(idx):
-                _, (h, w), (ph, pw) = prepared[i]
-                p = pred[j: j + 1].float()
-                full = (h + 2 * ph, w + 2 * pw)
-                if tuple(p.shape[-2:]) != full:
-                    kwargs = {} if upsample == "nearest" else {"align_corners": False}
-                    p = F.interpolate(p, size=full, mode=upsample, **kwargs)
-                results[i] = p[0, 0, ph: ph + h, pw: pw + w].cpu().contiguous()
-    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,6 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..inference import predict_images
     from .evaluate import load_checkpoint_model
     from .pointcloud import parse_intrinsics
 
