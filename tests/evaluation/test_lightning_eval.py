@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ..conftest import NK_BINS, tiny_config
-from ..fixtures.data_fixtures import make_kitti, make_nyu
+from ..fixtures.kitti import make_kitti
+from ..fixtures.nyu import make_nyu
 from ..training.test_ddp import _clean_env
 from .test_evaluate import SMALL, ConstantModel, ListDataset, _sample, make_checkpoint, run_test
 from .test_metrics import _reference_metrics
