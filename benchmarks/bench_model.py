@@ -103,12 +103,14 @@ def _cfg(experiment: str, backbone: str, size: Sequence[int], extra: Sequence[st
                                     "logger.wandb=false", *extra])
 
 
-def _set_memory_efficient(model: torch.nn.Module, flag: bool) -> None:
-    from zoe_lightning.models.bins import AttractorLayer
+def _with_speed(model: torch.nn.Module, cfg, **switches) -> torch.nn.Module:
+    """``model`` with its ``model.speed`` switches ``switches`` changed (``accel.apply``, in place)."""
+    from omegaconf import OmegaConf
 
-    for m in model.modules():
-        if isinstance(m, AttractorLayer):
-            m.memory_efficient = flag
+    from zoe_lightning import accel
+
+    speed = OmegaConf.merge(cfg.model.speed, switches)
+    return accel.apply(model, speed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,9 +197,10 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
         hf = hf_zoedepth(backbone, size).to(device)
         ours, how = _ours_from_hf(hf, backbone, size)
         checked = None
+        cfg = _cfg("zoed_m12_n", backbone, size)
         if ours is None:
             note.append(f"{how}; ours built with random weights (same architecture)")
-            ours = build_model(_cfg("zoed_m12_n", backbone, size)).eval()
+            ours = build_model(cfg).eval()
         ours = ours.to(device)
         torch.manual_seed(1)
         image = torch.rand(1, 3, *size, device=device)
@@ -230,19 +233,14 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
             with torch.no_grad():
                 ours(image, maps=False)
 
-        from zoe_lightning.models.zoedepth import set_winograd
-
-        direct = set_winograd(copy.deepcopy(ours), False)
+        direct = _with_speed(copy.deepcopy(ours), cfg, winograd=False)
         with torch.inference_mode():
             wino_diff = float((direct(image, maps=False).metric_depth - our_depth).abs().max())
         candidates = {"peer": peer, "ours": infer(ours), "ours_maps": infer(ours, maps=True),
                       "winograd_off": infer(direct)}
         if ablations:  # what each default switch buys (first backbone only): copies with one switch off
-            from zoe_lightning.models.zoedepth import set_fast_path
-
-            slow = set_fast_path(copy.deepcopy(ours), False)
-            nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
-            nchw.prep.channels_last = False
+            slow = _with_speed(copy.deepcopy(ours), cfg, fast_path=False)
+            nchw = _with_speed(copy.deepcopy(ours), cfg, channels_last=False)
             candidates.update(fast_path_off=infer(slow), channels_last_off=infer(nchw))
         if no_grad:
             candidates["ours_no_grad"] = ours_nograd
@@ -254,7 +252,7 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
                     f"{extra['ours_with_maps_s']:.3f} s (ratio {extra['ours_with_maps_s'] / t_peer['median']:.3f})")
         t_direct = times["winograd_off"]["median"]
         extra["ours_winograd_off_s"] = t_direct
-        note.append(f"ours with model.winograd=false (PyTorch's 3x3 convolution kernels): {t_direct:.3f} s "
+        note.append(f"ours with model.speed.winograd=false (PyTorch's 3x3 convolution kernels): {t_direct:.3f} s "
                     f"(ratio {t_direct / t_peer['median']:.3f}), max |depth difference| to the default {wino_diff:.2e} m")
         if no_grad:
             extra["ours_no_grad_s"] = times["ours_no_grad"]["median"]
@@ -262,8 +260,8 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
         if ablations:
             t_slow, t_nchw = times["fast_path_off"]["median"], times["channels_last_off"]["median"]
             extra.update(ours_fast_path_off_s=t_slow, ours_channels_last_off_s=t_nchw)
-            note.append(f"ours with model.fast_path=false: {t_slow:.3f} s (ratio {t_slow / t_peer['median']:.3f}); "
-                        f"with model.channels_last=false: {t_nchw:.3f} s (ratio {t_nchw / t_peer['median']:.3f})")
+            note.append(f"ours with model.speed.fast_path=false: {t_slow:.3f} s (ratio {t_slow / t_peer['median']:.3f}); "
+                        f"with model.speed.channels_last=false: {t_nchw:.3f} s (ratio {t_nchw / t_peer['median']:.3f})")
             ablations = False
         rows.append(row(1, f"inference ZoeD-N {backbone} {size[0]}x{size[1]} batch 1 (ours with its defaults, "
                            f"depth only, inference_mode, vs HF no_grad)", t_ours["median"], t_peer["median"], "s", 0.7, "; ".join(note),
@@ -280,12 +278,13 @@ def bench_inference(backbones: Sequence[str], size: Sequence[int], reps: int, wa
 TRAIN_VARIANTS = {
     # name -> config overrides; "original": the way the original trains (full attractor tensors,
     # explicit attention, the original op order, a per-parameter AdamW loop, fp32)
-    "original": ["model.head.memory_efficient=false", "model.fused_attention=false", "model.fast_path=false",
-                 "model.winograd=false", "model.channels_last=false", "optim.adamw=loop"],
+    "original": ["model.speed.memory_efficient=false", "model.speed.fused_attention=false",
+                 "model.speed.fast_path=false", "model.speed.winograd=false", "model.speed.channels_last=false",
+                 "optim.adamw=loop"],
     "ours": [],
-    "ours+grad_checkpointing": ["model.grad_checkpointing=true"],
-    "ours+channels_last": ["model.channels_last=true"],
-    "ours+compile": ["model.compile=true"],
+    "ours+grad_checkpointing": ["model.speed.grad_checkpointing=true"],
+    "ours+channels_last": ["model.speed.channels_last=true"],
+    "ours+compile": ["model.speed.compile=true"],
     "ours+bf16": [],  # autocast bf16 (GPU); SILog stays fp32
 }
 
@@ -470,44 +469,45 @@ def bench_train(models: Sequence[str], backbone: str, size: Sequence[int], batch
 
 def bench_head(backbone: str, size: Sequence[int], reps: int, warmup: int, device: str = "cpu",
                experiment: str = "zoed_m12_n") -> List[Dict]:
+    from zoe_lightning.accel.kernels import Upsampled
     from zoe_lightning.models import build_model
-    from zoe_lightning.models.fastpath import FastPath, Upsampled
 
-    model = build_model(_cfg(experiment, backbone, size)).eval().to(device)
+    cfg = _cfg(experiment, backbone, size)
+    model = build_model(cfg).eval().to(device)
     image = torch.rand(1, 3, *size, device=device)
     name = model.domains[0]
     with torch.inference_mode():
         x = model.prep(image)
         core = model.core(x)
         # the original order receives the finest map upsampled, as its core produces it (ours keeps
-        # it low-resolution: fastpath.Upsampled), so the upsampling is not charged to its head
+        # it low-resolution: accel.kernels.Upsampled), so the upsampling is not charged to its head
         full_fusion = [f.full() if isinstance(f, Upsampled) else f for f in core.fusion]
 
     def backbone_fn():
         with torch.inference_mode():
             model.core.pretrained(x)
 
-    def head_fn(maps: bool, fusion):
+    # the original op order: a copy of the head with the reference modules (model.speed.fast_path and
+    # memory_efficient off)
+    original_head = _with_speed(copy.deepcopy(model.head), cfg, fast_path=False, memory_efficient=False)
+
+    def head_fn(head, maps: bool, fusion):
         with torch.inference_mode():
-            shared = model.head.shared(core.bottleneck, fusion)
-            model.head.forward_domain(name, shared, core.out_conv, core.relative_depth, maps=maps)
+            shared = head.shared(core.bottleneck, fusion)
+            head.forward_domain(name, shared, core.out_conv, core.relative_depth, maps=maps)
 
     def core_fn():
         with torch.inference_mode():
             model.core(x)
 
-    def head_variant(fast: bool, efficient: bool, maps: bool):
+    def head_variant(fast: bool, maps: bool):
         def run():
-            _set_memory_efficient(model, efficient)
-            for m in model.head.modules():
-                if isinstance(m, FastPath):
-                    m.fast_path = fast
-            head_fn(maps, core.fusion if fast else full_fusion)
+            head_fn(model.head if fast else original_head, maps, core.fusion if fast else full_fusion)
         return run
 
-    variants = {"ours, depth only (maps=False: evaluate / predict)": (True, True, False),
-                "ours, with the per-bin maps (model(image) default)": (True, True, True),
-                "original op order, full attractor tensors": (False, False, True)}
+    variants = {"ours, depth only (maps=False: evaluate / predict)": (True, False),
+                "ours, with the per-bin maps (model(image) default)": (True, True),
+                "original op order, full attractor tensors": (False, True)}
     times = interleaved_times({"backbone": backbone_fn, "core": core_fn,
                                **{label: head_variant(*flags) for label, flags in variants.items()}},
                               reps, warmup, device)

@@ -84,7 +84,6 @@ class HeadConfig:
     attractor_aggregation: str = "mean"  # mean | sum
     attractor_alpha: float = 1000.0
     attractor_gamma: float = 2.0
-    memory_efficient: bool = True
     min_temp: float = 0.0212
     max_temp: float = 50.0
     clb_bottleneck_factor: int = 2
@@ -108,6 +107,20 @@ class RouterConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Speed switches (``zoe_lightning.accel``; benchmarks/RESULTS.md): none changes the function
+    the model computes (outputs and gradients equal to float rounding)."""
+
+    fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
+    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) at CPU fp32 inference (2.25x fewer multiplies)
+    memory_efficient: bool = True  # attractors and log-binomial as autograd functions that save only their inputs
+    fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
+    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
+    channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
+    compile: bool = False  # torch.compile the model's forward (first steps compile)
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "beit_large_patch16_384"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args
@@ -126,13 +139,7 @@ class ModelConfig:
     bins: List[BinConfig] = field(default_factory=lambda: [BinConfig(name="nyu")])
     faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
-    # speed switches (benchmarks/RESULTS.md); none changes the function computed (within 1e-4)
-    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
-    fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
-    channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
-    compile: bool = False  # torch.compile the model's forward (first steps compile)
-    fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
-    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) at CPU fp32 inference (2.25x fewer multiplies)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 @dataclass
