@@ -13,11 +13,11 @@ def test_numpy_reference_metrics_hand_values():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import numpy as np
 
-    import bench_model
+    import bench_metrics
 
     gt = np.array([[1.0, 2.0, 0.0]])  # the 0 is invalid
     pred = np.array([[1.0, 4.0, 3.0]])
-    m = bench_model.numpy_metrics(pred, gt, 1e-3, 10.0, eigen_crop=False)
+    m = bench_metrics.numpy_metrics(pred, gt, 1e-3, 10.0, eigen_crop=False)
     assert m["abs_rel"] == pytest.approx(0.5)  # (0 + 2/2) / 2
     assert m["a1"] == pytest.approx(0.5)  # ratios 1 and 2
     assert m["a2"] == pytest.approx(0.5)  # 2 > 1.25^2 = 1.5625
