@@ -120,6 +120,21 @@ class SpeedConfig:
     compile: bool = False  # torch.compile the model's forward (first steps compile)
 
 
+def move_speed_keys(container: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored run config (plain containers) whose speed switches sit where older versions kept
+    them (``model.<switch>``, ``model.head.memory_efficient``) with them moved to ``model.speed``."""
+    model = container.get("model")
+    if not isinstance(model, dict):
+        return container
+    moved = {key: model.pop(key) for key in list(model) if key in SpeedConfig.__dataclass_fields__}
+    head = model.get("head")
+    if isinstance(head, dict) and "memory_efficient" in head:
+        moved["memory_efficient"] = head.pop("memory_efficient")
+    if moved:
+        model["speed"] = {**moved, **(model.get("speed") or {})}
+    return container
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "beit_large_patch16_384"

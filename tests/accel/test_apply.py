@@ -154,3 +154,17 @@ def test_winograd_conv_equals_the_reference_conv_at_inference():
     with torch.inference_mode():
         exact = torch.nn.functional.conv2d(x.double(), ref.weight.double(), ref.bias.double(), padding=1)
         torch.testing.assert_close(fast.double()(x.double()), exact, atol=1e-10, rtol=1e-10)  # float64: PyTorch's
+
+
+def test_stored_configs_with_the_older_speed_keys_still_load():
+    from zoe_lightning.config import move_speed_keys
+
+    stored = OmegaConf.to_container(tiny_config())
+    speed = stored["model"].pop("speed")
+    stored["model"].update(fast_path=False, winograd=speed["winograd"], channels_last=False)
+    stored["model"]["head"]["memory_efficient"] = False
+    moved = move_speed_keys(stored)
+    assert moved["model"]["speed"] == {"fast_path": False, "winograd": True, "channels_last": False,
+                                       "memory_efficient": False}
+    assert "fast_path" not in moved["model"] and "memory_efficient" not in moved["model"]["head"]
+    assert move_speed_keys({"model": {"speed": {"compile": True}}}) == {"model": {"speed": {"compile": True}}}

@@ -240,10 +240,11 @@ def _config(experiment: str, overrides: Sequence[str]) -> DictConfig:
 
 def _cfg_from_container(container: Mapping, overrides: Sequence[str], source: str) -> DictConfig:
     """A stored run config, merged over today's schema (new keys get defaults), plus overrides."""
-    from ..config import ConfigError, RunConfig, _apply_overrides, _check_choices
+    from ..config import ConfigError, RunConfig, _apply_overrides, _check_choices, move_speed_keys
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(dict(container)))
+        container = move_speed_keys(OmegaConf.to_container(OmegaConf.create(dict(container))))
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(container))
     except Exception as exc:
         raise UserError(f"{source}: the stored configuration does not fit this version's schema: "
                         f"{str(exc).splitlines()[0]}") from None
