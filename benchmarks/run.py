@@ -1,12 +1,12 @@
 """``make bench``: measure zoe-lightning against its peers in one run -> benchmarks/RESULTS.md + .json.
 
 Rows (``--rows``, default all):
-  1 inference latency of ZoeD-N, ours vs HF transformers ZoeDepthForDepthEstimation
-  2 training step (forward + SILog + backward + AdamW), ours vs the original's way (time, peak memory)
-  3 metric head cost vs the backbone, standard vs memory-efficient attractors
-  4 Lightning fit step vs a bare PyTorch loop
-  5 evaluation metrics vs a per-image numpy implementation
-  6 data pipeline (benchmarks/bench_data.py)
+  1 inference latency of ZoeD-N, ours vs HF transformers ZoeDepthForDepthEstimation (bench_inference.py)
+  2 training step (forward + SILog + backward + AdamW), ours vs the original's way (time, peak memory) (bench_train.py)
+  3 metric head cost vs the backbone, ours vs the original op order (bench_head.py)
+  4 Lightning fit step vs a bare PyTorch loop (bench_loop.py)
+  5 evaluation metrics vs a per-image numpy implementation (bench_metrics.py)
+  6 data pipeline (bench_data.py); shared helpers in common.py
 
 Examples:
   python benchmarks/run.py --quick                      # small sizes, a few minutes
@@ -35,7 +35,12 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
 
-import bench_model as bm  # noqa: E402
+import bench_head  # noqa: E402
+import bench_inference  # noqa: E402
+import bench_loop  # noqa: E402
+import bench_metrics  # noqa: E402
+import bench_train  # noqa: E402
+from common import parse_size, row  # noqa: E402
 
 
 def machine_info(device: str) -> dict:
@@ -92,7 +97,7 @@ def write_results(rows, info, args, out_dir: Path) -> None:
              "(the machine may be shared: compare ratios, not absolute times)",
              f"- every time is the median of {args.reps} repetitions after {args.warmup} warm-up run(s), all rows in "
              "this one run; ratio = ours / reference (lower is better, except the throughputs of row 6)",
-             f"- {bm.peak_memory_note}", "",
+             f"- {bench_train.peak_memory_note}", "",
              "| row | measurement | ours | reference | ratio | goal | met |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="un-timed warm-up runs per measurement")
     p.add_argument("--quick", action="store_true", help="small sizes and few repetitions (smoke test)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--size", default="384x512", help="input size of rows 1 and 3")
+    p.add_argument("--size", default=None, help="input size of rows 1 and 3 (default 384x512; --quick: 128x160)")
     p.add_argument("--backbones", default=None,
                    help="row 1 backbones (default beit_base_patch16_384,swinv2_tiny_window8_256; + BEiT-L on cuda)")
     p.add_argument("--head-backbones", default=None,
@@ -127,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-size", default=None, help="row 2 input size (default 128x160 on CPU, 384x512 on cuda)")
     p.add_argument("--train-batch", type=int, default=None, help="row 2 batch (default 2 on CPU, 16 on cuda)")
     p.add_argument("--variants", default="original,ours,ours+grad_checkpointing",
-                   help=f"row 2 variants, from {','.join(bm.TRAIN_VARIANTS)} ('original' is the reference)")
+                   help=f"row 2 variants, from {','.join(bench_train.TRAIN_VARIANTS)} ('original' is the reference)")
     p.add_argument("--train-models", default="N,NK", help="row 2 models: N (one head), NK (two heads + router)")
     p.add_argument("--loop-backbone", default="small_beit", help="row 4 backbone")
     p.add_argument("--maps", type=int, default=654, help="row 5 number of 480x640 maps")
@@ -148,16 +153,18 @@ def main(argv=None) -> int:
     if bad:
         print(f"run.py: --rows: unknown row(s) {bad}; choose from 1-6", file=sys.stderr)
         return 2
-    size = bm.parse_size(args.size)
+    size = parse_size(args.size or "384x512")
     if args.quick:
         args.reps, args.warmup = min(args.reps, 2), 1
     backbones = (args.backbones.split(",") if args.backbones else
                  ["beit_base_patch16_384", "swinv2_tiny_window8_256"] + (["beit_large_patch16_384"] if gpu else []))
     train_backbone = args.train_backbone or ("beit_large_patch16_384" if gpu else "beit_base_patch16_384")
-    train_size = bm.parse_size(args.train_size or ("384x512" if gpu else "128x160"))
+    train_size = parse_size(args.train_size or ("384x512" if gpu else "128x160"))
     train_batch = args.train_batch or (16 if gpu else 2)
     if args.quick:
-        size, train_size, backbones = [128, 160], [64, 96], backbones[:1]
+        size = parse_size(args.size) if args.size else [128, 160]
+        train_size = parse_size(args.train_size) if args.train_size else [64, 96]
+        backbones = backbones[:1]
         train_backbone = args.train_backbone or "small_beit"
         args.maps = min(args.maps, 64)
 
@@ -167,13 +174,14 @@ def main(argv=None) -> int:
     print(json.dumps(info))
     rows = []
     jobs = {
-        1: lambda: bm.bench_inference(backbones, size, args.reps, args.warmup, device, ablations=True),
-        2: lambda: bm.bench_train([m for m in args.train_models.split(",") if m], train_backbone, train_size, train_batch, args.reps, args.warmup, device,
-                                  [v for v in args.variants.split(",") if v], args.threads),
-        3: lambda: [r for b in head_backbones for r in bm.bench_head(b, size, args.reps, args.warmup, device)],
-        4: lambda: bm.bench_loop(args.loop_backbone, [64, 96] if args.quick else [128, 160], 2,
+        1: lambda: bench_inference.bench_inference(backbones, size, args.reps, args.warmup, device, ablations=True),
+        2: lambda: bench_train.bench_train([m for m in args.train_models.split(",") if m], train_backbone, train_size,
+                                           train_batch, args.reps, args.warmup, device,
+                                           [v for v in args.variants.split(",") if v], args.threads),
+        3: lambda: [r for b in head_backbones for r in bench_head.bench_head(b, size, args.reps, args.warmup, device)],
+        4: lambda: bench_loop.bench_loop(args.loop_backbone, [64, 96] if args.quick else [128, 160], 2,
                                  max(12 * args.reps, 24), args.warmup + 2),
-        5: lambda: bm.bench_metrics(args.maps, args.reps, args.warmup, device),
+        5: lambda: bench_metrics.bench_metrics(args.maps, args.reps, args.warmup, device),
         6: lambda: run_data_rows(args.quick),
     }
     for r in rows_wanted:
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
             new = jobs[r]()
         except Exception as exc:  # one failing row must not lose the others
             traceback.print_exc()
-            new = [bm.row(r, f"row {r}", None, None, "", note=f"failed: {type(exc).__name__}: {exc}"[:300])]
+            new = [row(r, f"row {r}", None, None, "", note=f"failed: {type(exc).__name__}: {exc}"[:300])]
         for x in new:
             print(json.dumps({k: x[k] for k in ("row", "name", "ours", "ref", "ratio", "goal", "met")}), flush=True)
         rows += new
@@ -198,7 +206,7 @@ def run_data_rows(quick: bool):
     try:
         import bench_data
     except ImportError as exc:
-        return [bm.row(6, "data pipeline", None, None, "", note=f"benchmarks/bench_data.py not available ({exc})")]
+        return [row(6, "data pipeline", None, None, "", note=f"benchmarks/bench_data.py not available ({exc})")]
     cases = {}
     for r in bench_data.run(quick):
         kind = "ref" if float(r.get("ratio", 0)) == 1.0 and "zoe-lightning" not in r.get("impl", "") else "ours"
@@ -207,7 +215,7 @@ def run_data_rows(quick: bool):
     out = []
     for label, case in cases.items():
         ours, ref = case.get("ours", {}), case.get("ref", {})
-        x = bm.row(6, f"data {label}: {ours.get('impl', '?')} vs {ref.get('impl', '?')} "
+        x = row(6, f"data {label}: {ours.get('impl', '?')} vs {ref.get('impl', '?')} "
                       f"({ours.get('unit', ref.get('unit', ''))}, higher is better)",
                    ours.get("value"), ref.get("value"), "", note=ours.get("note", ref.get("note", "")))
         x["higher_is_better"] = True

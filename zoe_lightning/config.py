@@ -15,6 +15,7 @@ message naming the dotted key and the valid choices or closest names.
 from __future__ import annotations
 
 import dataclasses
+import copy
 import difflib
 import os
 import typing
@@ -93,7 +94,6 @@ class HeadConfig:
     attractor_aggregation: Literal["mean", "sum"] = "mean"
     attractor_alpha: float = 1000.0
     attractor_gamma: float = 2.0
-    memory_efficient: bool = True
     min_temp: float = 0.0212
     max_temp: float = 50.0
     clb_bottleneck_factor: int = 2
@@ -114,6 +114,35 @@ class RouterConfig:
     ffn_dim: int = 1024
     dropout: float = 0.1
     auto_temperature: float = 1.0  # auto router: softness of the training-time mixture
+
+
+@dataclass
+class SpeedConfig:
+    """Speed switches (``zoe_lightning.accel``; benchmarks/RESULTS.md): none changes the function
+    the model computes (outputs and gradients equal to float rounding)."""
+
+    fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
+    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) at CPU fp32 inference (2.25x fewer multiplies)
+    memory_efficient: bool = True  # attractors and log-binomial as autograd functions that save only their inputs
+    fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
+    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
+    channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
+    compile: bool = False  # torch.compile the model's forward (first steps compile)
+
+
+def move_speed_keys(container: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored run config (plain containers) whose speed switches sit where older versions kept
+    them (``model.<switch>``, ``model.head.memory_efficient``) with them moved to ``model.speed``."""
+    model = container.get("model")
+    if not isinstance(model, dict):
+        return container
+    moved = {key: model.pop(key) for key in list(model) if key in SpeedConfig.__dataclass_fields__}
+    head = model.get("head")
+    if isinstance(head, dict) and "memory_efficient" in head:
+        moved["memory_efficient"] = head.pop("memory_efficient")
+    if moved:
+        model["speed"] = {**moved, **(model.get("speed") or {})}
+    return container
 
 
 @dataclass
@@ -143,13 +172,7 @@ class ModelConfig:
     #   scratch   random initialisation on purpose: neither weights file may be set
     init: Literal["auto", "core", "backbone", "scratch"] = "auto"
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
-    # speed switches (benchmarks/RESULTS.md); none changes the function computed (within 1e-4)
-    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, more time
-    fused_attention: bool = True  # scaled_dot_product_attention; false = explicit softmax(QK^T)V
-    channels_last: bool = True  # NHWC weights and inputs for the convolutions (faster mkldnn / cuDNN kernels)
-    compile: bool = False  # torch.compile the model's forward (first steps compile)
-    fast_path: bool = True  # same function, less work: 1x1 convs as GEMMs and before upsampling, pixel-major bins
-    winograd: bool = True  # decoder 3x3 convs as Winograd F(2x2,3x3) at CPU fp32 inference (2.25x fewer multiplies)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 @dataclass
@@ -612,6 +635,9 @@ def config_from_dict(
     Validated like :func:`load_config` (types, unknown keys, choices); errors are ConfigErrors
     naming ``source``. Keys absent from ``data`` keep ``base``'s values.
     """
+    if isinstance(data, (dict, DictConfig)):  # a config stored by an older version: speed keys moved
+        data = move_speed_keys(OmegaConf.to_container(OmegaConf.create(data)) if isinstance(data, DictConfig)
+                               else copy.deepcopy(dict(data)))
     cfg = _merge(base if base is not None else schema(), data, source)
     if overrides:
         _apply_overrides(cfg, overrides)

@@ -50,17 +50,6 @@ def test_attractor_delta_mean_and_sum_hand_values():
     assert layer.delta(points, centers).item() == pytest.approx(2 * expected, rel=1e-5)
 
 
-def test_memory_efficient_attractor_equals_vectorised():
-    torch.manual_seed(0)
-    layer = AttractorLayer(8, 4, 8, 1e-3, 10.0, normed=True, memory_efficient=False)
-    x, prev, emb = torch.randn(2, 8, 6, 6), torch.rand(2, 16, 3, 3), torch.randn(2, 8, 3, 3)
-    a = layer(x, prev, emb)
-    layer.memory_efficient = True
-    b = layer(x, prev, emb)
-    for u, v in zip(a, b):
-        assert torch.allclose(u, v, atol=1e-6)
-
-
 def test_normed_attractor_discard_norm_switch():
     torch.manual_seed(0)
     layer = AttractorLayer(4, 3, 4, 0.0, 1.0, normed=True, discard_norm=False)

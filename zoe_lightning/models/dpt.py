@@ -1,18 +1,17 @@
 """DPT decoder (MiDaS v3.1 naming): ``scratch.layer{1..4}_rn``, ``scratch.refinenet{1..4}``,
 ``scratch.output_conv``; and :class:`DPTCore`, the relative-depth network whose taps feed the
-metric heads.
+metric heads. Reference modules in the original's op order (speed variants: :mod:`zoe_lightning.accel`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastpath import FastPath, Upsampled, conv1x1, conv3x3, upsample_conv3x3, upsample_conv3x3_applies
 from .encoder import Encoder
 
 __all__ = ["DPTCore", "CoreOutput", "FeatureFusionBlock", "ResidualConvUnit"]
@@ -23,13 +22,7 @@ def _up(x: torch.Tensor, size) -> torch.Tensor:
 
 
 class ResidualConvUnit(nn.Module):
-    """x + conv3x3(relu(conv3x3(relu(x)))) (no batch norm).
-
-    ``winograd`` (``model.winograd``): at CPU inference the convolutions run as Winograd
-    F(2x2, 3x3) (:func:`~zoe_lightning.models.fastpath.conv3x3`; the same function).
-    """
-
-    winograd: bool = True
+    """x + conv3x3(relu(conv3x3(relu(x)))) (no batch norm)."""
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -37,16 +30,13 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.relu(conv3x3(F.relu(x), self.conv1, self.winograd))
-        return x + conv3x3(hidden, self.conv2, self.winograd)
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-class FeatureFusionBlock(FastPath, nn.Module):
+class FeatureFusionBlock(nn.Module):
     """Fuse a coarser path with an optional skip map, upsample, then a 1x1 conv.
 
     ``resConfUnit1`` exists in every block (refinenet4 never uses it; kept for checkpoint parity).
-    With ``fast_path`` the 1x1 conv runs before the upsampling, on 4x fewer pixels: both maps are
-    linear and bilinear weights sum to one, so the result is the same function.
     """
 
     def __init__(self, features: int) -> None:
@@ -55,21 +45,15 @@ class FeatureFusionBlock(FastPath, nn.Module):
         self.resConfUnit2 = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, 1)
 
-    def _fuse(self, x: torch.Tensor, skip: Optional[torch.Tensor]) -> torch.Tensor:
+    def fuse(self, x: torch.Tensor, skip: Optional[torch.Tensor]) -> torch.Tensor:
+        """The residual units: ``x`` (+ the refined skip map), refined."""
         if skip is not None:
             x = x + self.resConfUnit1(skip)
         return self.resConfUnit2(x)
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size=None) -> torch.Tensor:
         size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)  # residual units keep the size
-        if self.fast_path:
-            return _up(self.forward_low(x, skip), size)
-        return self.out_conv(_up(self._fuse(x, skip), size))
-
-    def forward_low(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The output before its final 2x upsampling (the fast path's order: 1x1 conv, then
-        upsampling), for consumers that apply linear maps first (:class:`Upsampled`)."""
-        return conv1x1(self._fuse(x, skip), self.out_conv)
+        return self.out_conv(_up(self.fuse(x, skip), size))
 
 
 class Interpolate(nn.Module):
@@ -105,26 +89,11 @@ class CoreOutput:
     relative_depth: torch.Tensor  # (B,1,H,W) non-negative, affine-invariant inverse depth
     out_conv: torch.Tensor  # (B,32,H,W) after the ReLU of the 128->32 conv
     bottleneck: torch.Tensor  # (B,256,H/32,W/32) = layer4_rn
-    # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]; on the CPU with the fast path r1 is an
-    # Upsampled (its /4 source: the consumers' 1x1 convs run before the upsampling)
-    fusion: List[Union[torch.Tensor, Upsampled]]
+    fusion: List[torch.Tensor]  # [r4 (/16), r3 (/8), r2 (/4), r1 (/2)]
 
 
-class DPTCore(FastPath, nn.Module):
-    """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head).
-
-    ``winograd``: the ``layer*_rn`` convolutions as in :class:`ResidualConvUnit`, and the first output
-    convolution where the fused path below does not apply.
-    ``fast_path``: on the CPU (inference and training) the finest fusion map ``r1`` is never
-    upsampled: the first output convolution reads it through
-    :func:`~zoe_lightning.models.fastpath.upsample_conv3x3` (its channel mixes at the lower
-    resolution), so does the 128 -> 32 convolution after the head's 2x upsampling, and the
-    metric head's projector receives it as an
-    :class:`~zoe_lightning.models.fastpath.Upsampled` map (first 1x1 conv before the upsampling).
-    The same function; no full-resolution 256- or 128-channel map is allocated.
-    """
-
-    winograd: bool = True
+class DPTCore(nn.Module):
+    """MiDaS-style DPT: ``pretrained`` (encoder) + ``scratch`` (decoder and relative head)."""
 
     def __init__(
         self,
@@ -145,22 +114,11 @@ class DPTCore(FastPath, nn.Module):
     def forward(self, x: torch.Tensor) -> CoreOutput:
         l1, l2, l3, l4 = self.pretrained(x)
         s = self.scratch
-        wg = self.winograd
-        l1, l2, l3, l4 = (conv3x3(l, conv, wg) for l, conv in zip((l1, l2, l3, l4), (s.layer1_rn, s.layer2_rn,
-                                                                                    s.layer3_rn, s.layer4_rn)))
+        l1, l2, l3, l4 = s.layer1_rn(l1), s.layer2_rn(l2), s.layer3_rn(l3), s.layer4_rn(l4)
         r4 = s.refinenet4(l4, size=l3.shape[-2:])
         r3 = s.refinenet3(r4, l3, size=l2.shape[-2:])
         r2 = s.refinenet2(r3, l2, size=l1.shape[-2:])
-        head = s.output_conv
-        if (self.fast_path and s.refinenet1.fast_path and isinstance(head[1], Interpolate)
-                and upsample_conv3x3_applies(r2, head[0]) and upsample_conv3x3_applies(r2, head[2])):
-            low = s.refinenet1.forward_low(r2, l1)
-            r1 = Upsampled(low, (2 * low.shape[-2], 2 * low.shape[-1]))
-            x = upsample_conv3x3(low, head[0], r1.size)
-            size = (int(x.shape[-2] * head[1].scale_factor), int(x.shape[-1] * head[1].scale_factor))
-            out_conv = head[3](upsample_conv3x3(x, head[2], size))
-        else:
-            r1 = s.refinenet1(r2, l1)
-            out_conv = head[3](head[2](head[1](conv3x3(r1, head[0], wg))))
-        relative = head[6](head[5](head[4](out_conv)))
+        r1 = s.refinenet1(r2, l1)
+        out_conv = s.output_conv[:4](r1)  # conv, 2x upsampling, conv, ReLU: the metric heads' input
+        relative = s.output_conv[4:](out_conv)
         return CoreOutput(relative, out_conv, l4, [r4, r3, r2, r1])

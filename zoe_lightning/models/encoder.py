@@ -22,8 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastpath import FastPath
-
 __all__ = ["BackboneSpec", "BACKBONES", "Encoder", "resolve_backbone"]
 
 
@@ -89,24 +87,15 @@ def resolve_backbone(name: str) -> BackboneSpec:
 # ----------------------------------------------------------------------------------------------
 
 
-class ProjectReadout(FastPath, nn.Module):
-    """Concatenate each patch token with the class token, then Linear(2C -> C) + GELU.
-
-    With ``fast_path`` the weight is split instead: the class-token half is applied once per image
-    rather than once per token (same function, half the GEMM, no concatenation).
-    """
+class ProjectReadout(nn.Module):
+    """Concatenate each patch token with the class token, then Linear(2C -> C) + GELU."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(2 * width, width), nn.GELU())
 
     def forward(self, tokens: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        if not self.fast_path:
-            return self.project(torch.cat([tokens, cls.expand_as(tokens)], dim=-1))
-        linear, act = self.project
-        width = tokens.shape[-1]
-        per_image = F.linear(cls, linear.weight[:, width:], linear.bias)  # (B,1,C)
-        return act(torch.baddbmm(per_image, tokens, linear.weight[:, :width].t().expand(tokens.shape[0], -1, -1)))
+        return self.project(torch.cat([tokens, cls.expand_as(tokens)], dim=-1))
 
 
 class AddReadout(nn.Module):
@@ -173,29 +162,27 @@ def resize_relative_bias_table(table: torch.Tensor, old: Tuple[int, int], new: T
     return torch.cat([grid[0].permute(1, 2, 0).reshape(-1, heads), extra], dim=0)
 
 
-def _beit_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """BEiT attention with an externally supplied relative-position bias.
-
-    ``fused``: one ``scaled_dot_product_attention`` call; otherwise the explicit
-    ``softmax(q k^T * scale + bias) v`` of the original (same function, materialised attention).
-    """
-    b, n, c = x.shape
+def beit_qkv(attn: nn.Module, x: torch.Tensor):
+    """Queries, keys and values (B, heads, N, C/heads) of a timm BEiT attention module."""
+    b, n, _ = x.shape
     qkv_bias = None
     if attn.q_bias is not None:
         qkv_bias = torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
     qkv = F.linear(x, attn.qkv.weight, qkv_bias).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    if fused:
-        drop = attn.attn_drop.p if attn.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
-    else:
-        weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
-        out = attn.attn_drop(weights.softmax(dim=-1)) @ v
-    return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(b, n, -1)))
+    return qkv.unbind(0)
 
 
-def _beit_block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    a = _beit_attention(block.attn, block.norm1(x), bias, fused)
+def beit_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """BEiT attention ``softmax(q k^T * scale + bias) v`` with an externally supplied
+    relative-position bias."""
+    q, k, v = beit_qkv(attn, x)
+    weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+    out = attn.attn_drop(weights.softmax(dim=-1)) @ v
+    return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)))
+
+
+def beit_block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor, attention=beit_attention) -> torch.Tensor:
+    a = attention(block.attn, block.norm1(x), bias)
     if block.gamma_1 is not None:
         a = block.gamma_1 * a
     x = x + block.drop_path1(a)
@@ -230,8 +217,6 @@ class Encoder(nn.Module):
         self.family = spec.family
         kwargs = dict(spec.kwargs)
         kwargs.update(timm_kwargs or {})
-        self.grad_checkpointing = False
-        self.fused_attention = True
         if self.family == "swin":
             kwargs.setdefault("img_size", tuple(img_size))
             self.model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
@@ -271,17 +256,9 @@ class Encoder(nn.Module):
             self._index_cache: Dict[Tuple[int, int, str], torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------------
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        if hasattr(self.model, "set_grad_checkpointing"):
-            self.model.set_grad_checkpointing(enable)
-
-    def set_fused_attention(self, enable: bool = True) -> None:
-        """Fused SDPA (default) or explicit attention, here and in timm blocks (``fused_attn``)."""
-        self.fused_attention = enable
-        for module in self.model.modules():
-            if hasattr(module, "fused_attn"):
-                module.fused_attn = enable
+    def run_block(self, block: nn.Module, tokens: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One BEiT block with the given relative-position bias."""
+        return beit_block(block, tokens, bias)
 
     def _beit_tokens(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], Tuple[int, int]]:
         model = self.model
@@ -302,11 +279,7 @@ class Encoder(nn.Module):
             table = resize_relative_bias_table(block.attn.relative_position_bias_table, self.train_grid, grid)
             # gathered straight into (heads, n, n) order: a contiguous mask, no transposing copy
             bias = table.t().index_select(1, index.view(-1)).view(1, -1, n, n)
-            if self.grad_checkpointing and self.training:
-                tokens = torch.utils.checkpoint.checkpoint(
-                    _beit_block, block, tokens, bias, self.fused_attention, use_reentrant=False)
-            else:
-                tokens = _beit_block(block, tokens, bias, self.fused_attention)
+            tokens = self.run_block(block, tokens, bias)
             if i in self.hooks:
                 taps.append(tokens)
             if i >= max(self.hooks):

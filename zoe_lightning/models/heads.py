@@ -47,26 +47,26 @@ class Domain:
 
 @dataclass
 class HeadSettings:
-    """Resolved head hyper-parameters (config + faithful switches applied)."""
+    """Resolved head hyper-parameters (``model.head`` with the faithful switches applied; the
+    config schema holds the defaults: build one with ``zoedepth.head_settings``)."""
 
-    bin_centers_type: str = "softplus"
-    bin_embedding_dim: int = 128
-    seed_mlp_dim: int = 256
-    projector_mlp_dim: int = 128
-    n_attractors: Sequence[int] = (16, 8, 4, 1)
-    attractor_type: str = "inv"
-    attractor_aggregation: str = "mean"
-    attractor_alpha: float = 1000.0
-    attractor_gamma: float = 2.0
-    memory_efficient: bool = True
-    discard_attractor_norm: bool = False
-    min_temp: float = 0.0212
-    max_temp: float = 50.0
-    clb_bottleneck_factor: int = 2
-    use_relative_input: bool = True
-    stirling_log_binomial: bool = False
-    split_factor: int = 2
-    naive_hidden: int = 32
+    bin_centers_type: str
+    bin_embedding_dim: int
+    seed_mlp_dim: int
+    projector_mlp_dim: int
+    n_attractors: Sequence[int]
+    attractor_type: str
+    attractor_aggregation: str
+    attractor_alpha: float
+    attractor_gamma: float
+    discard_attractor_norm: bool
+    min_temp: float
+    max_temp: float
+    clb_bottleneck_factor: int
+    use_relative_input: bool
+    stirling_log_binomial: bool
+    split_factor: int
+    naive_hidden: int
 
 
 HEADS: Dict[str, Callable[..., "MetricHead"]] = {}
@@ -109,6 +109,7 @@ class MetricHead(nn.Module):
         return [d.name for d in self.domains]
 
     def shared(self, bottleneck: torch.Tensor, fusion: List[torch.Tensor]) -> SharedFeatures:
+        """Work shared by every domain; this base ignores ``fusion``."""
         return SharedFeatures(self.conv2(bottleneck) if self.conv2 is not None else None)
 
     def final_features(self, out_conv: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,7 @@ class MetricBinsHead(_BinsHead):
                 AttractorLayer(
                     e, n, e, d.min_depth, d.max_depth, self.attractor_normed, settings.attractor_type,
                     settings.attractor_aggregation, settings.attractor_alpha, settings.attractor_gamma,
-                    settings.memory_efficient, settings.discard_attractor_norm,
+                    settings.discard_attractor_norm,
                 )
                 for n in settings.n_attractors
             ])

@@ -14,13 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bins import ORIGINAL_ALPHA, ORIGINAL_GAMMA
-from .fastpath import FastPath
-from .dpt import DPTCore, ResidualConvUnit
+from .dpt import DPTCore
 from .heads import HEADS, Domain, HeadOutput, HeadSettings
 from .router import ROUTERS
 
-__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "build_model", "network_size", "set_fast_path",
-           "set_winograd"]
+__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "Prep", "build_model", "network_size"]
 
 
 @dataclass
@@ -44,7 +42,7 @@ def network_size(h: int, w: int, target: Sequence[int], keep_aspect: bool, multi
             max(multiple, int(round(w * scale / multiple)) * multiple))
 
 
-class _Prep(nn.Module):
+class Prep(nn.Module):
     def __init__(self, img_size: Sequence[int], keep_aspect: bool, mean: Sequence[float], std: Sequence[float],
                  resize: bool = True) -> None:
         super().__init__()
@@ -59,10 +57,7 @@ class _Prep(nn.Module):
             size = network_size(image.shape[-2], image.shape[-1], self.img_size, self.keep_aspect)
             if tuple(image.shape[-2:]) != size:
                 image = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
-        image = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
-        if getattr(self, "channels_last", False):
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image
+        return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
 
 
 class _FrozenBNMixin:
@@ -119,7 +114,7 @@ class _GroupsMixin:
 class RelativeDepthModel(_GroupsMixin, _FrozenBNMixin, nn.Module):
     """Stage 1: the DPT core alone, predicting affine-invariant inverse depth."""
 
-    def __init__(self, core: DPTCore, prep: _Prep) -> None:
+    def __init__(self, core: DPTCore, prep: Prep) -> None:
         super().__init__()
         self.core, self.prep = core, prep
 
@@ -131,7 +126,7 @@ class RelativeDepthModel(_GroupsMixin, _FrozenBNMixin, nn.Module):
 class ZoeDepth(_GroupsMixin, _FrozenBNMixin, nn.Module):
     """Metric depth model: ``core`` (DPT) + ``head`` (one or more domains) + ``router``."""
 
-    def __init__(self, core: DPTCore, head: nn.Module, router: Optional[nn.Module], prep: _Prep) -> None:
+    def __init__(self, core: DPTCore, head: nn.Module, router: Optional[nn.Module], prep: Prep) -> None:
         super().__init__()
         self.core, self.head, self.router, self.prep = core, head, router, prep
 
@@ -221,7 +216,7 @@ def _head_settings(mcfg, multi: bool) -> HeadSettings:
         bin_centers_type=h.bin_centers_type, bin_embedding_dim=h.bin_embedding_dim, seed_mlp_dim=h.seed_mlp_dim,
         projector_mlp_dim=h.projector_mlp_dim, n_attractors=n_attractors, attractor_type=h.attractor_type,
         attractor_aggregation=h.attractor_aggregation, attractor_alpha=alpha, attractor_gamma=gamma,
-        memory_efficient=h.memory_efficient, discard_attractor_norm=f.discard_attractor_norm,
+        discard_attractor_norm=f.discard_attractor_norm,
         min_temp=h.min_temp, max_temp=h.max_temp, clb_bottleneck_factor=h.clb_bottleneck_factor,
         use_relative_input=h.use_relative_input and not (multi and f.nk_no_relative_input),
         stirling_log_binomial=f.stirling_log_binomial, split_factor=h.split_factor, naive_hidden=h.naive_hidden,
@@ -249,19 +244,17 @@ def build_model(cfg) -> nn.Module:
 
     ``stage: relative`` gives a :class:`RelativeDepthModel`; otherwise a :class:`ZoeDepth`.
     """
+    from .. import accel
+
     stage = cfg.get("stage", "metric") if "model" in cfg else "metric"
     mcfg = cfg.model if "model" in cfg else cfg
     core = build_core(mcfg)
-    if mcfg.grad_checkpointing:
-        core.pretrained.set_grad_checkpointing(True)
-    if not mcfg.get("fused_attention", True):
-        core.pretrained.set_fused_attention(False)
-    prep = _Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input)
+    prep = Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input)
     freeze_bn = bool(cfg.optim.freeze_bn) if "optim" in cfg else False
     if stage == "relative":
         model: nn.Module = RelativeDepthModel(core, prep)
         model.freeze_bn = freeze_bn
-        return apply_speed_switches(model.train(), mcfg)
+        return accel.apply(model.train(), mcfg.speed)
     domains = [Domain(b.name, int(b.n_bins), float(b.min_depth), float(b.max_depth)) for b in mcfg.bins]
     multi = len(domains) > 1
     head = HEADS[mcfg.head.type](domains, _head_settings(mcfg, multi), mcfg.features, core.out_channels)
@@ -270,38 +263,4 @@ def build_model(cfg) -> nn.Module:
         router = ROUTERS[mcfg.router.type](len(domains), mcfg.features, mcfg.router, mcfg.faithful.batch_vote)
     model = ZoeDepth(core, head, router, prep)
     model.freeze_bn = freeze_bn
-    return apply_speed_switches(model.train(), mcfg)
-
-
-def apply_speed_switches(model: nn.Module, mcfg) -> nn.Module:
-    """``model.fast_path`` (on every :class:`FastPath` module), ``model.winograd`` (the decoder's
-    3x3 convolutions at CPU inference), ``model.channels_last`` (NHWC weights + inputs) and
-    ``model.compile`` (in place: the state-dict keys stay unchanged).
-    Fused attention and checkpointing are set on the encoder."""
-    set_fast_path(model, bool(mcfg.get("fast_path", True)))
-    set_winograd(model, bool(mcfg.get("winograd", True)))
-    if mcfg.get("channels_last", False):
-        model.to(memory_format=torch.channels_last)
-        model.prep.channels_last = True
-    if mcfg.get("compile", False):
-        model.compile()
-    return model
-
-
-def _set_switch(model: nn.Module, kinds, attr: str, enabled: bool) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, kinds):
-            setattr(module, attr, enabled)
-    return model
-
-
-def set_fast_path(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every :class:`~zoe_lightning.models.bins.FastPath` module of ``model`` between the
-    original op order (``False``) and the equal, cheaper one (``True``)."""
-    return _set_switch(model, FastPath, "fast_path", enabled)
-
-
-def set_winograd(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch the decoder's 3x3 convolutions between PyTorch's kernels (``False``) and Winograd
-    F(2x2, 3x3) at CPU inference (``True``; :func:`~zoe_lightning.models.fastpath.conv3x3`)."""
-    return _set_switch(model, (ResidualConvUnit, DPTCore), "winograd", enabled)
+    return accel.apply(model.train(), mcfg.speed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import move_speed_keys
 from ..models import build_model
 from ..weights import init_core
 
@@ -46,6 +48,7 @@ class DepthModule(L.LightningModule):
         """``model``: an already built (e.g. loaded) model to wrap instead of building one from ``cfg``."""
         super().__init__()
         container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        container = move_speed_keys(copy.deepcopy(container))  # hyper-parameters saved by older versions
         self.save_hyperparameters({"cfg": container})
         self.cfg = OmegaConf.create(container)
         self.model = build_model(self.cfg) if model is None else model
