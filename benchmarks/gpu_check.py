@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_GPU = ["--device", "cuda", "--rows", "1,2", "--reps", "5", "--warmup", "2",
              "--variants", "original,ours,ours+grad_checkpointing,ours+compile,original+bf16,ours+bf16"]
 BENCH_DRY = ["--device", "cpu", "--rows", "1,2", "--quick", "--reps", "1", "--warmup", "0", "--backbones", "test_beit",
-             "--train-models", "N", "--variants", "original,ours,original+bf16,ours+bf16"]
+             "--size", "64x96", "--train-backbone", "test_beit", "--train-size", "32x48", "--train-models", "N",
+             "--variants", "original,ours,original+bf16,ours+bf16"]
 
 # the quickstart run compared between the device (bf16-mixed) and the CPU (fp32)
 TRAIN_COMMON = ["trainer.log_every_n_steps=1", "trainer.limit_val_batches=1", "logger.wandb=false",

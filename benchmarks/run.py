@@ -83,6 +83,9 @@ def fmt(v, unit=""):
     return f"{v:.4g} {unit}".strip()
 
 
+KEEP_FROM = "## Other measurements"
+
+
 def write_results(rows, info, args, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "RESULTS.json").write_text(json.dumps({"machine": info, "args": vars(args), "rows": rows},
@@ -110,7 +113,11 @@ def write_results(rows, info, args, out_dir: Path) -> None:
     for r in rows:
         if r.get("note"):
             lines.append(f"- row {r['row']}, {r['name']}: {r['note']}")
-    (out_dir / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    # the hand-recorded section after KEEP_FROM (and the GPU section) survive a new table
+    old = out_dir / "RESULTS.md"
+    kept = old.read_text().split(KEEP_FROM, 1) if old.is_file() else []
+    tail = "\n" + KEEP_FROM + kept[1] if len(kept) == 2 else ""
+    old.write_text("\n".join(lines) + "\n" + tail)
 
 
 def main(argv=None) -> int:

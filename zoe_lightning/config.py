@@ -14,8 +14,8 @@ message naming the dotted key and the valid choices or closest names.
 
 from __future__ import annotations
 
-import dataclasses
 import copy
+import dataclasses
 import difflib
 import os
 import typing

@@ -24,8 +24,8 @@ NK = "model.bins=[{name: nyu, n_bins: 16, max_depth: 10},{name: kitti, n_bins: 1
 SMALL = ["model.features=32", "model.head.bin_embedding_dim=16", "model.head.seed_mlp_dim=32",
          "model.head.projector_mlp_dim=16"]
 # every speed switch off: the original op order
-REFERENCE_SPEED = ["model.fast_path=false", "model.winograd=false", "model.fused_attention=false",
-                   "model.channels_last=false", "model.head.memory_efficient=false"]
+REFERENCE_SPEED = ["model.speed.fast_path=false", "model.speed.winograd=false", "model.speed.fused_attention=false",
+                   "model.speed.channels_last=false", "model.speed.memory_efficient=false"]
 
 
 def _model(*overrides, seed: int = 0):
