@@ -264,6 +264,8 @@ class TrainerConfig:
     deterministic: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
 
+    max_bad_steps: int = 5  # consecutive steps with a non-finite loss or gradient (skipped) before the run stops
+
 
 @dataclass
 class LoggerConfig:

@@ -7,6 +7,7 @@ and ``last.ckpt``), ``csv/metrics.csv`` and ``wandb/`` (offline unless you are l
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import check_init
+from .errors import RunInterrupted, TrainingDiverged
 
 __all__ = ["train", "build_trainer", "wandb_mode", "constant_baseline"]
 
@@ -108,8 +110,10 @@ def _module_class(cfg: DictConfig):
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List[Any]] = None):
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from callbacks import DataProbe, DivergenceGuard, GuardedCheckpoint, SignalGuard
 
     monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
     loggers: List[Any] = []
@@ -123,8 +127,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
             config=OmegaConf.to_container(cfg, resolve=True),
         ))
     callbacks: List[Any] = [
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor, mode="min",
-                        save_last=True, save_top_k=1, auto_insert_metric_name=False),
+        GuardedCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor, mode="min",
+                          save_last=True, save_top_k=1, auto_insert_metric_name=False),
+        DataProbe(), DivergenceGuard(cfg.trainer.max_bad_steps), SignalGuard(),
     ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -224,7 +229,7 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt)
 
 
 def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, float], baseline: Dict[str, float],
-                   ckpt, resume: Optional[str]) -> None:
+                   ckpt, resume: Optional[str], status: str = "finished", reason: Optional[str] = None) -> None:
     """``<run>/summary.json``: final and best validation metrics and the run's identity, read by
     ``zoe-lightning compare`` and the sweep launcher (rank 0 only)."""
     import json
@@ -240,7 +245,7 @@ def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, f
     summary = {
         "experiment": cfg.name, "group": cfg.group or cfg.name, "tags": list(cfg.tags), "seed": int(cfg.seed),
         "stage": cfg.stage, "domains": [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [],
-        "project": cfg.logger.project, "run_dir": str(run_dir), "status": "finished", "resumed_from": resume,
+        "project": cfg.logger.project, "run_dir": str(run_dir), "status": status, "resumed_from": resume,
         "global_step": int(trainer.global_step), "monitor": monitor,
         "final": metrics, "best": {k: v for k, v in best.items() if k.startswith("val/")},
         "best_step": best.get("step"), "baseline_rel": baseline,
@@ -249,7 +254,40 @@ def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, f
         "wall_time_s": round(time.time() - (run_dir / "config.yaml").stat().st_mtime, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if status != "finished":  # diverged / interrupted: where and why the run stopped
+        summary.update(stopped_at_step=int(trainer.global_step), reason=reason)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _stopped(cfg: DictConfig, trainer, run_dir: Path, resume: Optional[str], exc: BaseException) -> None:
+    """A diverged or signalled run: summary with status ``diverged`` / ``interrupted`` (rank 0), then
+    ``RunInterrupted`` (exit 128 + signal) for a signal; other exits propagate unchanged."""
+    import signal
+
+    import wandb
+
+    from callbacks import SignalGuard
+
+    guard = next((c for c in trainer.callbacks if isinstance(c, SignalGuard)), None)
+    signum = guard.signum if guard is not None else None
+    if not isinstance(exc, TrainingDiverged) and signum is None:
+        return
+    ckpt = trainer.checkpoint_callback
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if isinstance(exc, TrainingDiverged):
+        status, reason = "diverged", str(exc)
+    else:
+        status = "interrupted"
+        reason = f"{signal.Signals(signum).name} at step {trainer.global_step}; resumable checkpoint: " + (
+            ckpt.last_model_path or "none (no step completed)")
+    if trainer.is_global_zero and (run_dir / "config.yaml").is_file():
+        _write_summary(cfg, trainer, run_dir, metrics, {}, ckpt, resume, status=status, reason=reason)
+    if wandb.run is not None:
+        wandb.finish(exit_code=1)
+    if status == "interrupted":
+        if trainer.is_global_zero:
+            print(f"zoe-lightning: interrupted by {reason}", file=sys.stderr)
+        raise RunInterrupted(128 + int(signum)) from None
 
 
 def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Optional[List[Any]] = None) -> Dict[str, Any]:
@@ -289,6 +327,9 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         os.environ[RUN_ID_ENV] = run_dir.name
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    except (TrainingDiverged, SystemExit) as exc:
+        _stopped(cfg, trainer, run_dir, resume, exc)
+        raise
     finally:
         if previous_id is None:
             os.environ.pop(RUN_ID_ENV, None)
