@@ -56,6 +56,35 @@ def _interrupted_last(tmp_path, step, *extra):
     return last
 
 
+def _loader(batched):
+    from data_modules.mixing import MixtureBatchSampler, WeightedMixtureSampler
+    from data_modules.resumable import ResumableLoader
+
+    data = list(range(40))
+    if batched:
+        return ResumableLoader(data, batch_sampler=MixtureBatchSampler([30, 10], [1, 1], 4, seed=3))
+    return ResumableLoader(data, batch_size=4, drop_last=True, sampler=WeightedMixtureSampler([30, 10], [1, 1], seed=3))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_loader_position_round_trip(batched):
+    first = _loader(batched)
+    first.sampler.set_epoch(1) if not batched else first.batch_sampler.set_epoch(1)
+    full = [b.tolist() for b in first]
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    assert state == {"epoch": 1, "batches": 3}
+    second = _loader(batched)
+    second.load_state_dict(state)
+    assert [b.tolist() for b in second] == full[3:]  # the rest of epoch 1, nothing repeated
+    for _ in it:
+        pass
+    assert first.state_dict() == {"epoch": 2, "batches": 0}  # an epoch's end: the next one starts afresh
+
+
+@pytest.mark.slow  # three short trainings: over a minute on a shared CPU
 @pytest.mark.parametrize("workers", [0, 2])
 def test_mid_epoch_resume_is_exact(tmp_path, workers):
     extra = [f"data.num_workers={workers}"]
