@@ -1,14 +1,14 @@
-"""A training ``DataLoader`` whose position Lightning saves in checkpoints and restores on resume.
+"""A training ``DataLoader`` whose position is saved in checkpoints and restored on resume.
 
-Lightning stores ``state_dict()`` of every training loader that has ``state_dict`` /
-``load_state_dict`` in the checkpoint (``loops.fit_loop.state_dict.combined_loader``) and, when a
-run resumes, hands it to ``load_state_dict`` before the loader's first pass. The state is the epoch
-of the next batch and how many batches of that epoch were already trained on; loading it tells the
-mixture sampler (``data_modules/mixing.py``, ``resume_at``) to set that epoch and start its next
-pass after those batches. A run resumed from a mid-epoch checkpoint (``val_check_interval < 1``)
-thus sees exactly the batches the uninterrupted run would have seen, with any number of workers:
-the indices are drawn in the main process, and the sampler's epoch is set before Lightning's first
-``iter()`` (worker prefetching starts there, before Lightning's own ``set_epoch``).
+The state is the epoch of the next batch and how many batches of that epoch were already trained
+on. The data module stores it in the checkpoint (``DepthDataModule.state_dict``) and, when a run
+resumes, hands it to ``load_state_dict`` of the first loader it builds, before Lightning's first
+``iter()``; loading tells the mixture sampler (``data_modules/mixing.py``, ``resume_at``) to set
+that epoch and start its next pass after those batches. A run resumed from a mid-epoch checkpoint
+(``val_check_interval < 1``) thus sees exactly the batches the uninterrupted run would have seen,
+with any number of workers: the indices are drawn in the main process, and the epoch is set before
+worker prefetching starts (which is before Lightning's own ``set_epoch``). Having ``state_dict`` /
+``load_state_dict``, the loader is also one Lightning recognises as resumable.
 
 How many batches were trained on comes from ``progress``, a callable returning
 ``(batches done in this epoch, batches per epoch)``; the data module passes the trainer's counters
