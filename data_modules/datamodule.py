@@ -12,8 +12,10 @@ synthetic, real and custom (``folder``) datasets side by side.
   ``per_dataset`` (every batch from one dataset, the original's single-domain NK batches) or
   ``auto`` (``mixed`` when the transforms force one training size, else ``per_dataset``).
 * Training order: a pure function of (seed, epoch, rank), reshuffled every epoch via
-  ``set_epoch``; ranks draw disjoint samples. Evaluation: each set sharded over the ranks
-  without padding or duplication, batches never cross a dataset boundary.
+  ``set_epoch``; ranks draw disjoint samples. The training loader's position (epoch, batches
+  trained on) is saved in checkpoints and restored on resume (``data_modules/resumable.py``).
+  Evaluation: each set sharded over the ranks without padding or duplication, batches never
+  cross a dataset boundary.
 * A ``domain_label`` (index of the sample's domain among the model's heads, -1 if none) and an
   ``augmented`` flag (True when the loader already applied flip + colour jitter) are added.
 """
@@ -31,6 +33,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from .collate import collate_samples
 from .datasets import READER_CLASSES, build_dataset
 from .mixing import MixtureBatchSampler, ShardedEvalBatchSampler, WeightedMixtureSampler
+from .resumable import ResumableLoader
 from .transforms import build_transform
 
 __all__ = ["DepthDataModule", "MetricDataModule", "RelativeDataModule", "synthetic_counterpart",
@@ -114,6 +117,8 @@ class DepthDataModule(L.LightningDataModule):
         self.train_sets: List[Dataset] = []
         self.val_sets: List[Dataset] = []
         self.source = _cfg(data_cfg, "source", "real")  # validated with the config (zoe_lightning.config)
+        self._train_loader: Optional[ResumableLoader] = None
+        self._train_position: Optional[Dict[str, int]] = None  # from a checkpoint, for the next loader
 
     # ------------------------------------------------------------------ building
     def _transform_options(self) -> Dict[str, Any]:
@@ -198,6 +203,16 @@ class DepthDataModule(L.LightningDataModule):
         workers = int(_cfg(self.cfg, "num_workers", 0))
         return dict(num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_samples)
 
+    def _train_progress(self) -> Optional[Tuple[int, int]]:
+        """(batches trained on in this epoch, batches per epoch) from the trainer's counters, or
+        None outside a fit."""
+        trainer = self.trainer
+        if trainer is None or getattr(trainer, "fit_loop", None) is None:
+            return None
+        per_epoch = trainer.num_training_batches
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return int(done), (int(per_epoch) if per_epoch != float("inf") else done + 1)
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
         batch = self._per_device(int(self.cfg.batch_size))
@@ -206,10 +221,36 @@ class DepthDataModule(L.LightningDataModule):
         seed, epoch_length = int(_cfg(self.cfg, "seed", 43)), _cfg(self.cfg, "epoch_length", None)
         if self.batching() == "per_dataset":
             sampler = MixtureBatchSampler(lengths, weights, batch, epoch_length, seed=seed, rank=rank, world_size=world)
-            return DataLoader(ConcatDataset(self.train_sets), batch_sampler=sampler, **self._loader_kwargs())
-        sampler = WeightedMixtureSampler(lengths, weights, epoch_length, seed=seed, rank=rank, world_size=world)
-        return DataLoader(ConcatDataset(self.train_sets), batch_size=batch, sampler=sampler, drop_last=True,
-                          **self._loader_kwargs())
+            loader = ResumableLoader(ConcatDataset(self.train_sets), batch_sampler=sampler,
+                                     progress=self._train_progress, **self._loader_kwargs())
+        else:
+            sampler = WeightedMixtureSampler(lengths, weights, epoch_length, seed=seed, rank=rank, world_size=world)
+            loader = ResumableLoader(ConcatDataset(self.train_sets), batch_size=batch, sampler=sampler,
+                                     drop_last=True, progress=self._train_progress, **self._loader_kwargs())
+        if self._train_position is not None:  # resuming: the first loader continues where the run stopped
+            loader.load_state_dict(self._train_position)
+            self._train_position = None
+        self._train_loader = loader
+        return loader
+
+    # ------------------------------------------------------------------ checkpoint state
+    # The training loader's position goes into checkpoints through the data module's own state:
+    # Lightning restores it before the loader is built, whereas the loop state it keeps for
+    # stateful loaders arrives after ``configure_optimizers`` (``estimated_stepping_batches``)
+    # has already built and started the training loader, and is then never applied.
+    def state_dict(self) -> Dict[str, Any]:
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        position = state_dict.get("train_loader")
+        if not position:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(position)
+        else:
+            self._train_position = dict(position)
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._world()

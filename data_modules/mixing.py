@@ -6,18 +6,40 @@
 * :class:`ShardedEvalSampler` / :class:`ShardedEvalBatchSampler`: evaluation under DDP, every
   sample exactly once over the ranks, no padding.
 
-Training orders are pure functions of (seed, epoch, rank); ``set_epoch`` reshuffles.
+Training orders are pure functions of (seed, epoch, rank); ``set_epoch`` reshuffles, and
+``resume_at(epoch, position)`` makes the next pass of that epoch start at ``position`` (an exact
+mid-epoch resume, see ``data_modules/resumable.py``).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler
 
 
-class WeightedMixtureSampler(Sampler[int]):
+class _Resumable:
+    """A one-shot start position: the next ``__iter__`` of epoch ``epoch`` skips ``position`` items."""
+
+    epoch: int = 0
+    _resume: Optional[Tuple[int, int]] = None
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Set the epoch, and start its next pass at item ``position`` (a sample or a batch)."""
+        self.set_epoch(epoch)
+        self._resume = (int(epoch), max(0, int(position)))
+
+    def _start(self) -> int:
+        """The position the pass begins at (0 unless ``resume_at`` named this epoch); used once."""
+        resume, self._resume = self._resume, None
+        return resume[1] if resume is not None and resume[0] == self.epoch else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class WeightedMixtureSampler(_Resumable, Sampler[int]):
     """Draw ``epoch_length`` indices of a ``ConcatDataset``: dataset d with probability ∝ weight_d,
     uniformly inside it. The order is a pure function of (seed, epoch, rank) — resumable, and every
     epoch is reshuffled (``set_epoch``, called by Lightning) — and DDP ranks get disjoint shards.
@@ -38,9 +60,6 @@ class WeightedMixtureSampler(Sampler[int]):
         for n in self.lengths[:-1]:
             self.offsets.append(self.offsets[-1] + n)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return self.total // self.world_size
 
@@ -55,7 +74,7 @@ class WeightedMixtureSampler(Sampler[int]):
                 perm = torch.randperm(n, generator=g).repeat(len(sel) // n + 1)[: len(sel)]
                 index[sel] = perm + self.offsets[d]
         shard = index[self.rank: len(self) * self.world_size: self.world_size]
-        return iter(shard.tolist())
+        return iter(shard[self._start():].tolist())
 
 
 def _walk(lengths: Sequence[int], weights: Sequence[float], draws: int, chunk: int,
@@ -95,7 +114,7 @@ class _EpochHandle(Sampler[int]):
         return (i for batch in self.owner for i in batch)
 
 
-class MixtureBatchSampler(Sampler[List[int]]):
+class MixtureBatchSampler(_Resumable, Sampler[List[int]]):
     """Batches of a ``ConcatDataset`` mixture in which every batch comes from ONE dataset.
 
     Each global step draws a dataset with probability ∝ weight and ``batch_size * world_size``
@@ -121,16 +140,14 @@ class MixtureBatchSampler(Sampler[List[int]]):
         # never on the batch sampler itself: this handle forwards the call here.
         self.sampler = _EpochHandle(self)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return self.total // (self.batch_size * self.world_size)
 
     def __iter__(self) -> Iterator[List[int]]:
+        start = self._start()
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         step = self.batch_size * self.world_size
-        for chunk in _walk(self.lengths, self.weights, len(self), step, g):
+        for chunk in _walk(self.lengths, self.weights, len(self), step, g)[start:]:
             yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
 

@@ -318,6 +318,10 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     module = _module_class(cfg)(cfg)
+    if resume:  # read safely and checked against this config before Lightning opens it
+        from .weights.resume import check_resume
+
+        check_resume(resume, module, cfg)
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
     # Processes that Lightning's DDP launcher starts during fit re-run this command: they find the
@@ -325,8 +329,11 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
     previous_id = os.environ.get(RUN_ID_ENV)
     if run_dir.parent == Path(cfg.output_dir) / cfg.name:
         os.environ[RUN_ID_ENV] = run_dir.name
+    from .weights.io import unsafe_load_variable_hidden
+
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        with unsafe_load_variable_hidden():  # Lightning's own load: weights only, whatever the environment
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except (TrainingDiverged, SystemExit) as exc:
         _stopped(cfg, trainer, run_dir, resume, exc)
         raise

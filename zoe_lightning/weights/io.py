@@ -57,7 +57,7 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 @contextmanager
-def _unsafe_load_variable_hidden() -> Iterator[None]:
+def unsafe_load_variable_hidden() -> Iterator[None]:
     """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` removed from the environment while torch.load runs."""
     if UNSAFE_LOAD_VARIABLE not in os.environ:
         yield
@@ -72,7 +72,7 @@ def _unsafe_load_variable_hidden() -> Iterator[None]:
 
 def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
     try:
-        with _unsafe_load_variable_hidden():
+        with unsafe_load_variable_hidden():
             return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():
