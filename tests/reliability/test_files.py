@@ -310,3 +310,21 @@ def test_a_requeued_slurm_task_takes_its_own_lock_back(tmp_path, monkeypatch):
     with PointLock(path) as lock:
         assert not lock.acquired
     assert path.exists()
+
+
+def test_a_point_another_launcher_ran_meanwhile_is_not_rerun(tmp_path, capsys):
+    """Launcher B planned every point; launcher A then ran (and failed) one of them: B leaves it."""
+    from zoe_lightning.tools.sweeps.runner import SweepState, launch
+
+    sweep, root, inner = _sweep(tmp_path), tmp_path / "runs", SlowRunner()
+    state = SweepState(root / "sweeps" / "locks")
+
+    def runner(argv, env, log_path):
+        if log_path.stem == "quickstart-seed1":  # meanwhile, another launcher tries seed2, which fails
+            state.update("quickstart-seed2", status="failed", attempts=1, returncode=1)
+        return inner(argv, env, log_path)
+
+    result = launch(sweep, root, runner=runner, python="py")
+    assert sorted(inner.calls) == ["quickstart-seed1", "quickstart-seed3"]
+    assert result["quickstart-seed2"] == "failed"
+    assert "quickstart-seed2 is failed (another launcher), skipped" in capsys.readouterr().out

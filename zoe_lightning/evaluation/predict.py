@@ -62,7 +62,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False,
     unique = []
     for path, stem in items:
         full = str(Path(stem).with_name(path.name))
-        for k in range(len(items) + 2):
+        for k in range(2 * len(items) + 2):  # enough: each earlier stem or input blocks one name
             cand = stem if k == 0 else full if k == 1 else f"{full}_{k}"
             clash = out_dir is not None and any(str((out_dir / name).resolve()).casefold() in read
                                                 for name in output_names(cand))

@@ -208,6 +208,7 @@ def launch(sweep: Sweep, root: Path = Path("runs"), parallel: int = 1, devices: 
     free = list(slots)
     lock = threading.Lock()
     held: List[str] = []  # the grid points this launcher runs now
+    planned = {key: state.get(key).get("attempts", 0) for key, _, _ in todo}  # a change: run by another launcher
 
     def work(item):
         key, params, action = item
@@ -216,7 +217,8 @@ def launch(sweep: Sweep, root: Path = Path("runs"), parallel: int = 1, devices: 
                 print(f"sweep {sweep.name}: {key} is being run by {point.describe()} (lock {point.path}), skipped")
                 return 0
             current = state.get(key).get("status")
-            if current == "finished" or (current == "running" and action != "resume"):
+            if (current == "finished" or (current == "running" and action != "resume")
+                    or state.get(key).get("attempts", 0) != planned[key]):
                 print(f"sweep {sweep.name}: {key} is {current} (another launcher), skipped")
                 return 0
             with lock:
