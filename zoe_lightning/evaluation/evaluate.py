@@ -20,7 +20,8 @@ from typing import Optional, Sequence, Tuple
 from ..errors import UserError
 from .protocol import CROP_CHOICES
 
-__all__ = ["add_arguments", "run", "load_checkpoint_model", "add_model_override_argument", "trainer_devices"]
+__all__ = ["add_arguments", "run", "load_checkpoint_model", "add_model_override_argument", "trainer_devices",
+           "check_finite_weights"]
 
 
 def load_checkpoint_model(path: str, preset: Optional[str] = None, overrides: Sequence[str] = ()):
@@ -35,7 +36,19 @@ def load_checkpoint_model(path: str, preset: Optional[str] = None, overrides: Se
     except (ValueError, KeyError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
         raise UserError(f"{path}: {msg}") from None
+    check_finite_weights(model, path)
     return model.eval(), cfg
+
+
+def check_finite_weights(model, path: str) -> None:
+    """A ``UserError`` naming the first tensor of ``model`` holding NaN / inf (and how many do)."""
+    import torch
+
+    bad = [name for name, t in model.state_dict().items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+        raise UserError(f"{path}: weight '{bad[0]}' holds NaN or inf values{more}; the checkpoint is unusable")
 
 
 def add_model_override_argument(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from .report import (EvalPanels, attach_relative_improvement, default_output_dir, log_results_wandb,
                          print_results, read_reference, results_markdown, wandb_logger)
 
+    for option, value, low in (("--batch-size", args.batch_size, 1), ("--num-workers", args.num_workers, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{option} must be >= {low}, got {value}")
     exp_cfg = load_config(args.experiment, list(args.overrides) + list(args.set_overrides))
     model, model_cfg = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
     domains = list(getattr(model, "domains", []) or [b.name for b in exp_cfg.model.bins])

@@ -159,9 +159,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
 
 
+def check_target(onnx: str, ckpt: str) -> Path:
+    """The ``--onnx`` path, refused (one line) when writing it could destroy something: a folder,
+    the checkpoint itself (or a file inside a checkpoint folder), or an existing file that is not
+    ``.onnx``. An existing ``.onnx`` file is replaced."""
+    path, source = Path(onnx), Path(ckpt)
+    if path.is_dir():
+        raise UserError(f"--onnx {onnx}: is a folder; give the path of the .onnx file to write")
+    if path.exists() and source.exists():
+        if source.is_dir() and source.resolve() in path.resolve().parents:
+            raise UserError(f"--onnx {onnx}: lies inside the checkpoint folder {ckpt}; write it elsewhere")
+        if path.resolve() == source.resolve() or (source.is_file() and path.samefile(source)):
+            raise UserError(f"--onnx {onnx}: is the checkpoint being exported; it would be overwritten")
+    if path.exists() and path.suffix.lower() != ".onnx":
+        raise UserError(f"--onnx {onnx}: exists and is not an .onnx file; refusing to overwrite it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"--onnx {onnx}: {path.parent} is not a folder")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from .evaluate import load_checkpoint_model
 
+    check_target(args.onnx, args.ckpt)
     model, _ = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
     model = model.cpu().float().eval()
     prep = getattr(model, "prep", None)

@@ -22,6 +22,7 @@ __all__ = [
     "run",
     "IMAGE_EXTENSIONS",
     "collect_inputs",
+    "output_names",
     "encode_png16",
     "write_outputs",
 ]
@@ -36,9 +37,15 @@ PNG16_SCALE = 256.0
 # ----------------------------------------------------------------------------------------------
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> List[Tuple[Path, str]]:
-    """``[(file, output stem)]`` for files and folders (folders: image extensions, sorted; the stem
-    keeps the sub-folder so names stay unique)."""
+def collect_inputs(inputs: Sequence[str], recursive: bool = False,
+                   out_dir: Optional[Path] = None) -> List[Tuple[Path, str]]:
+    """``[(file, output stem)]`` for files and folders (folders: image extensions, sorted).
+
+    The stem is the file name without extension (with ``--recursive`` the sub-folder is kept).
+    When it is taken -- by an earlier input, compared case-insensitively (``a.png`` and ``a.jpg``),
+    or because one of its output files would be an input file (``--output`` equal to ``--input``)
+    -- the full file name is used (``a.jpg`` -> ``a.jpg_depth.png``), then ``_2``, ``_3``, ...
+    so that no two images share an output file and no input is written over."""
     items: List[Tuple[Path, str]] = []
     for raw in inputs:
         p = Path(raw)
@@ -50,23 +57,39 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> List[Tuple
             items.append((p, p.stem))
         else:
             raise FileNotFoundError(f"--input: no such file or folder: {raw}")
-    seen: Dict[str, int] = {}
+    read = {str(path.resolve()).casefold() for path, _ in items}
+    seen: set = set()
     unique = []
-    for path, stem in items:  # the same stem twice (a.png and a.jpg, or two folders): suffix it
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
-        unique.append((path, stem if k == 0 else f"{stem}_{k}"))
+    for path, stem in items:
+        full = str(Path(stem).with_name(path.name))
+        for k in range(2 * len(items) + 2):  # enough: each earlier stem or input blocks one name
+            cand = stem if k == 0 else full if k == 1 else f"{full}_{k}"
+            clash = out_dir is not None and any(str((out_dir / name).resolve()).casefold() in read
+                                                for name in output_names(cand))
+            if cand.casefold() not in seen and not clash:
+                break
+        seen.add(cand.casefold())
+        unique.append((path, cand))
     return unique
 
 
+def output_names(stem: str) -> List[str]:
+    """Every file name an image with this output stem may get (whatever ``--save`` asks for)."""
+    return [f"{stem}_depth.png", f"{stem}_depth.npy", f"{stem}_color.png", f"{stem}.ply"]
+
+
 def read_image(path: Path):
-    """``(3, H, W)`` float32 tensor in [0, 1] (RGB). Raises on unreadable files."""
+    """``(3, H, W)`` float32 tensor in [0, 1] (RGB). 16-bit greyscale images are scaled by 65535
+    (not clipped at 255). Raises on unreadable files."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I;16") or im.mode == "I":
+            grey = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
+            return torch.from_numpy(np.ascontiguousarray(grey))[None].expand(3, -1, -1).contiguous()
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
@@ -124,7 +147,8 @@ def write_outputs(
         written.append(save_png(colorize(d, lo, hi, cmap=cmap), base.with_name(base.name + "_color.png")))
     if "ply" in kinds:
         k = intrinsics if intrinsics is not None else default_intrinsics(d.shape[0], d.shape[1], fov)
-        points, colors = backproject(d, k, image_to_uint8(image), stride=ply_stride)
+        rgb = np.moveaxis(np.asarray(image), 0, -1) if np.asarray(image).ndim == 3 else image  # (3,H,W) -> HWC
+        points, colors = backproject(d, k, image_to_uint8(rgb), stride=ply_stride)
         written.append(write_ply(base.with_name(base.name + ".ply"), points, colors))
     return written
 
@@ -183,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--intrinsics: {exc}") from None
     if args.batch_size < 1 or args.ply_stride < 1:
         raise UserError("--batch-size and --ply-stride must be >= 1")
-    items = collect_inputs(args.input, args.recursive)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output {args.output}: is an existing file; give a folder for the outputs")
+    items = collect_inputs(args.input, args.recursive, out_dir)
     if not items:
         raise UserError(f"--input: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.input)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -198,8 +225,10 @@ def run(args: argparse.Namespace) -> int:
         if args.domain not in heads:
             raise UserError(f"--domain {args.domain!r} is not a head of this model (heads: {', '.join(heads)})")
         label = heads.index(args.domain)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output {args.output}: cannot create the folder ({exc.strerror or exc})") from None
 
     from rich.progress import Progress
 
@@ -221,13 +250,19 @@ def run(args: argparse.Namespace) -> int:
                 depths = predict_images(model, images, flip=not args.no_flip, pad=not args.no_pad,
                                         upsample=args.upsample, domain=label, device=device)
                 for (path, stem), image, depth in zip(ok, images, depths):
-                    write_outputs(depth, image, out_dir, stem, kinds, intrinsics=intrinsics, fov=args.fov,
-                                  cmap=args.cmap, vmin=args.vmin, vmax=args.vmax, ply_stride=args.ply_stride)
+                    try:
+                        write_outputs(depth, image, out_dir, stem, kinds, intrinsics=intrinsics, fov=args.fov,
+                                      cmap=args.cmap, vmin=args.vmin, vmax=args.vmax, ply_stride=args.ply_stride)
+                    except OSError as exc:  # a full disk, a read-only folder: reported, not counted
+                        skipped.append((path, f"cannot write its outputs: {exc.strerror or exc}"))
+                        bar.console.print(f"[yellow]skipped[/] {path}: {skipped[-1][1]}")
+                        continue
                     written += 1
             bar.advance(task, len(chunk))
-    print(f"{written} image(s) -> {out_dir} ({', '.join(kinds)})" + (f"; {len(skipped)} skipped" if skipped else ""))
+    print(f"{written} image(s) written -> {out_dir} ({', '.join(kinds)})"
+          + (f"; {len(skipped)} skipped" if skipped else ""))
     for path, why in skipped:
         print(f"  skipped {path}: {why}", file=sys.stderr)
     if written == 0:
-        raise UserError(f"none of the {len(items)} input file(s) could be read")
+        raise UserError(f"none of the {len(items)} input file(s) could be read and written")
     return 0

@@ -18,7 +18,8 @@ from .dpt import DPTCore
 from .heads import HEADS, Domain, HeadOutput, HeadSettings
 from .router import ROUTERS
 
-__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "Prep", "build_model", "network_size"]
+__all__ = ["ZoeDepth", "RelativeDepthModel", "ZoeDepthOutput", "Prep", "build_model", "network_size",
+           "check_images"]
 
 
 @dataclass
@@ -40,6 +41,34 @@ def network_size(h: int, w: int, target: Sequence[int], keep_aspect: bool, multi
     scale = sh if abs(1 - sh) < abs(1 - sw) else sw
     return (max(multiple, int(round(h * scale / multiple)) * multiple),
             max(multiple, int(round(w * scale / multiple)) * multiple))
+
+
+_UINT8_WARNED = []
+
+
+def check_images(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """The models' input check: ``image`` (B,3,H,W) float in [0, 1]. uint8 images are converted
+    (``/ 255``, with a one-time warning); other non-float dtypes, an empty batch and NaN / inf
+    pixels raise ``ValueError`` naming the tensor. Skipped while tracing (ONNX export) or
+    compiling, so the exported / compiled graph is unchanged."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return image
+    if image.dtype == torch.uint8:
+        if not _UINT8_WARNED:
+            _UINT8_WARNED.append(True)
+            import warnings
+
+            warnings.warn(f"{name}: uint8 images are converted to float / 255; pass float images in [0, 1]",
+                          stacklevel=3)
+        image = image.float() / 255.0
+    elif not image.is_floating_point():
+        raise ValueError(f"{name}: expected float images in [0, 1] (or uint8), got dtype {image.dtype}")
+    if image.ndim >= 1 and image.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch {tuple(image.shape)}")
+    if not bool(torch.isfinite(image).all()):
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(f"{name}: {bad} NaN / inf pixel value(s) in the input {tuple(image.shape)}")
+    return image
 
 
 class Prep(nn.Module):
@@ -119,6 +148,7 @@ class RelativeDepthModel(_GroupsMixin, _FrozenBNMixin, nn.Module):
         self.core, self.prep = core, prep
 
     def forward(self, image: torch.Tensor, prepped: bool = False, **_) -> ZoeDepthOutput:
+        image = check_images(image)
         out = self.core(image if prepped else self.prep(image))
         return ZoeDepthOutput(None, out.relative_depth)
 
@@ -139,7 +169,9 @@ class ZoeDepth(_GroupsMixin, _FrozenBNMixin, nn.Module):
         """``image`` (B,3,H,W) in [0,1]; ``domain`` (B,) head labels for labeled / trained routing.
 
         ``maps=False`` leaves ``bin_centers`` / ``probs`` None: in inference the bins heads then
-        compute depth band by band without any full-resolution per-bin map (evaluate / predict)."""
+        compute depth band by band without any full-resolution per-bin map (evaluate / predict).
+        Inputs are checked by :func:`check_images` (uint8 converted; NaN / inf, empty batch refused)."""
+        image = check_images(image)
         core = self.core(image if prepped else self.prep(image))
         shared = self.head.shared(core.bottleneck, core.fusion)
         batch = image.shape[0]

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from ...errors import UserError
 from .grid import Sweep, build_command, expand_grid, keyed_grid, load_sweep
-from .runner import SweepState, detect_gpus, launch, plan, run_one, status_table, sweep_root
+from .runner import SweepState, detect_gpus, launch, plan, point_lock, run_one, status_table, sweep_root
 
 __all__ = ["add_arguments", "run", "slurm_array_script"]
 
@@ -124,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"sweep {sweep.name}: {key} already finished")
             return 0
         rank0 = os.environ.get("SLURM_PROCID", "0") == "0"  # only rank 0 of a task records the state
-        return run_one(sweep, key, params, state, args.root, record=rank0)
+        if not rank0:
+            return run_one(sweep, key, params, state, args.root, record=False)
+        with point_lock(sweep, args.root, key) as point:
+            if not point.acquired:
+                print(f"sweep {sweep.name}: {key} is being run by {point.describe()} (lock {point.path}), skipped")
+                return 0
+            return run_one(sweep, key, params, state, args.root)
     if args.dry_run:
         state = SweepState(sweep_root(sweep, args.root))
         for n in sweep.notices:

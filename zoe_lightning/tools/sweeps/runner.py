@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .grid import Sweep, build_command, expand_grid, keyed_grid
+from .lock import PointLock
 
 __all__ = ["SweepState", "find_resume_checkpoint", "subprocess_runner", "detect_gpus", "sweep_root", "plan",
-           "run_one", "launch", "status_table"]
-
+           "run_one", "launch", "status_table", "point_lock"]
 
 
 class SweepState:
@@ -129,6 +129,11 @@ def sweep_root(sweep: Sweep, root: Path) -> Path:
     return Path(root) / "sweeps" / sweep.name
 
 
+def point_lock(sweep: Sweep, root: Path, key: str) -> PointLock:
+    """The lock file of one grid point (see :mod:`.lock`); held while a launcher runs that point."""
+    return PointLock(sweep_root(sweep, root) / "locks" / f"{key}.lock")
+
+
 def plan(sweep: Sweep, state: SweepState, retry_failed: bool = True) -> List[Tuple[str, Dict[str, Any], str]]:
     """(key, params, action) per grid point; action: skip (finished), start, resume or retry."""
     out = []
@@ -202,20 +207,29 @@ def launch(sweep: Sweep, root: Path = Path("runs"), parallel: int = 1, devices: 
         slots = [None] * max(1, parallel)
     free = list(slots)
     lock = threading.Lock()
+    held: List[str] = []  # the grid points this launcher runs now
+    planned = {key: state.get(key).get("attempts", 0) for key, _, _ in todo}  # a change: run by another launcher
 
     def work(item):
         key, params, action = item
-        current = state.get(key).get("status")
-        if current == "finished" or (current == "running" and action != "resume"):
-            print(f"sweep {sweep.name}: {key} is {current} (another launcher), skipped")
-            return 0
-        with lock:
-            dev = free.pop(0)
-        try:
-            return run_one(sweep, key, params, state, root, runner, dev, python)
-        finally:
+        with point_lock(sweep, root, key) as point:
+            if not point.acquired:
+                print(f"sweep {sweep.name}: {key} is being run by {point.describe()} (lock {point.path}), skipped")
+                return 0
+            current = state.get(key).get("status")
+            if (current == "finished" or (current == "running" and action != "resume")
+                    or state.get(key).get("attempts", 0) != planned[key]):
+                print(f"sweep {sweep.name}: {key} is {current} (another launcher), skipped")
+                return 0
             with lock:
-                free.append(dev)
+                dev = free.pop(0)
+                held.append(key)
+            try:
+                return run_one(sweep, key, params, state, root, runner, dev, python)
+            finally:
+                with lock:
+                    free.append(dev)
+                    held.remove(key)
 
     workers = max(1, min(parallel, len(slots)))
     try:
@@ -226,7 +240,7 @@ def launch(sweep: Sweep, root: Path = Path("runs"), parallel: int = 1, devices: 
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(work, todo))
     except KeyboardInterrupt:
-        for key, _, _ in todo:
+        for key in list(held):  # only this launcher's runs; another launcher's keep their state
             if state.get(key).get("status") == "running":
                 state.update(key, status="interrupted")
         print(f"\nsweep {sweep.name}: interrupted; launch the same command again to resume")
