@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from zoe_lightning.errors import UserError
 
 from .collate import collate_samples
 from .datasets import READER_CLASSES, build_dataset
@@ -198,6 +199,13 @@ class DepthDataModule(L.LightningDataModule):
         workers = int(_cfg(self.cfg, "num_workers", 0))
         return dict(num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_samples)
 
+    def _check_one_batch(self, enough: bool, lengths: Sequence[int], batch: int) -> None:
+        """Training without a single full batch would end at once, silently: refuse it."""
+        if not enough:
+            raise UserError(f"data.batch_size={self.cfg.batch_size}: the training set ({sum(lengths)} samples, "
+                            f"data.epoch_length={_cfg(self.cfg, 'epoch_length', None)}) gives no full batch of "
+                            f"{batch} per device; lower data.batch_size or add samples")
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
         batch = self._per_device(int(self.cfg.batch_size))
@@ -206,8 +214,10 @@ class DepthDataModule(L.LightningDataModule):
         seed, epoch_length = int(_cfg(self.cfg, "seed", 43)), _cfg(self.cfg, "epoch_length", None)
         if self.batching() == "per_dataset":
             sampler = MixtureBatchSampler(lengths, weights, batch, epoch_length, seed=seed, rank=rank, world_size=world)
+            self._check_one_batch(len(sampler) >= 1, lengths, batch)
             return DataLoader(ConcatDataset(self.train_sets), batch_sampler=sampler, **self._loader_kwargs())
         sampler = WeightedMixtureSampler(lengths, weights, epoch_length, seed=seed, rank=rank, world_size=world)
+        self._check_one_batch(len(sampler) >= batch, lengths, batch)
         return DataLoader(ConcatDataset(self.train_sets), batch_size=batch, sampler=sampler, drop_last=True,
                           **self._loader_kwargs())
 
