@@ -55,13 +55,15 @@ class DataProbe(Callback):
         if dm is None or not hasattr(dm, "train_sets"):
             return
         batch = max(1, int(dm.cfg.batch_size) // max(1, int(trainer.world_size)))
+        # a small set inside a mixed batch is fine; alone, or batched per dataset, it never fills one
+        alone = len(dm.train_sets) == 1 or dm.batching() == "per_dataset"
         # the probe must not shift the random streams the run draws from afterwards
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
                 for split, sets in (("train", dm.train_sets), ("val", dm.val_sets)):
                     for position, dataset in enumerate(sets):
-                        self._check(dataset, f"data.{split}.{position}", split, batch)
+                        self._check(dataset, f"data.{split}.{position}", split, batch if alone else 1)
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)

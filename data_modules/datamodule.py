@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from zoe_lightning.errors import UserError
 
 from .collate import collate_samples
 from .datasets import READER_CLASSES, build_dataset
@@ -213,6 +214,13 @@ class DepthDataModule(L.LightningDataModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return int(done), (int(per_epoch) if per_epoch != float("inf") else done + 1)
 
+    def _check_one_batch(self, enough: bool, lengths: Sequence[int], batch: int) -> None:
+        """Training without a single full batch would end at once, silently: refuse it."""
+        if not enough:
+            raise UserError(f"data.batch_size={self.cfg.batch_size}: the training set ({sum(lengths)} samples, "
+                            f"data.epoch_length={_cfg(self.cfg, 'epoch_length', None)}) gives no full batch of "
+                            f"{batch} per device; lower data.batch_size or add samples")
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
         batch = self._per_device(int(self.cfg.batch_size))
@@ -221,10 +229,12 @@ class DepthDataModule(L.LightningDataModule):
         seed, epoch_length = int(_cfg(self.cfg, "seed", 43)), _cfg(self.cfg, "epoch_length", None)
         if self.batching() == "per_dataset":
             sampler = MixtureBatchSampler(lengths, weights, batch, epoch_length, seed=seed, rank=rank, world_size=world)
+            self._check_one_batch(len(sampler) >= 1, lengths, batch)
             loader = ResumableLoader(ConcatDataset(self.train_sets), batch_sampler=sampler,
                                      progress=self._train_progress, **self._loader_kwargs())
         else:
             sampler = WeightedMixtureSampler(lengths, weights, epoch_length, seed=seed, rank=rank, world_size=world)
+            self._check_one_batch(len(sampler) >= batch, lengths, batch)
             loader = ResumableLoader(ConcatDataset(self.train_sets), batch_size=batch, sampler=sampler,
                                      drop_last=True, progress=self._train_progress, **self._loader_kwargs())
         if self._train_position is not None:  # resuming: the first loader continues where the run stopped

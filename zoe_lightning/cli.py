@@ -16,7 +16,7 @@ import sys
 from typing import List, Optional
 
 from .config import ConfigError, list_experiments, load_config, to_yaml
-from .errors import UserError
+from .errors import UserError, worker_message
 
 for _key, _value in (("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
     os.environ.setdefault(_key, _value)
@@ -89,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         train(cfg, resume=args.resume)
         return 0
     except (ConfigError, UserError, FileNotFoundError) as exc:
-        print(f"zoe-lightning: error: {exc}", file=sys.stderr)
+        print(f"zoe-lightning: error: {worker_message(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -50,6 +50,14 @@ class ConfigError(ValueError):
     """A user error in an experiment file or an override: one clear message, no traceback."""
 
 
+def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A schema field with a declared range, checked by :func:`validate`. ``rule`` keys:
+    ``ge`` / ``gt`` / ``le`` / ``lt`` (bounds of a number, or of every item of a list), ``above``
+    (the name of a sibling field this value must exceed), ``length`` / ``min_length`` (of a list)
+    and ``also`` (values allowed besides the range, e.g. ``-1`` for unlimited). None passes."""
+    return field(default=default, default_factory=factory, metadata={"rule": rule})
+
+
 # ----------------------------------------------------------------------------------------------
 # Schema
 # ----------------------------------------------------------------------------------------------
@@ -60,9 +68,9 @@ class BinConfig:
     """One metric domain: a head of ``n_bins`` bins over ``[min_depth, max_depth]`` metres."""
 
     name: str = MISSING
-    n_bins: int = 64
-    min_depth: float = 1e-3
-    max_depth: float = 10.0
+    n_bins: int = ranged(64, ge=2)
+    min_depth: float = ranged(1e-3, gt=0)
+    max_depth: float = ranged(10.0, above="min_depth")
 
 
 @dataclass
@@ -86,20 +94,20 @@ class HeadConfig:
 
     type: str = "metric_bins"  # a name in zoe_lightning.models.HEADS: metric_bins | splitter | naive
     bin_centers_type: Literal["softplus", "normed", "hybrid1", "hybrid2"] = "softplus"
-    bin_embedding_dim: int = 128
-    seed_mlp_dim: int = 256
-    projector_mlp_dim: int = 128
-    n_attractors: List[int] = field(default_factory=lambda: [16, 8, 4, 1])
+    bin_embedding_dim: int = ranged(128, ge=1)
+    seed_mlp_dim: int = ranged(256, ge=1)
+    projector_mlp_dim: int = ranged(128, ge=1)
+    n_attractors: List[int] = ranged(factory=lambda: [16, 8, 4, 1], length=4, ge=1)  # one count per decoder level
     attractor_type: Literal["inv", "exp"] = "inv"
     attractor_aggregation: Literal["mean", "sum"] = "mean"
-    attractor_alpha: float = 1000.0
-    attractor_gamma: float = 2.0
-    min_temp: float = 0.0212
-    max_temp: float = 50.0
-    clb_bottleneck_factor: int = 2
+    attractor_alpha: float = ranged(1000.0, gt=0)
+    attractor_gamma: float = ranged(2.0, gt=0)
+    min_temp: float = ranged(0.0212, gt=0)
+    max_temp: float = ranged(50.0, above="min_temp")
+    clb_bottleneck_factor: int = ranged(2, ge=1)
     use_relative_input: bool = True
-    split_factor: int = 2  # splitter head only
-    naive_hidden: int = 32  # naive head only
+    split_factor: int = ranged(2, ge=1)  # splitter head only
+    naive_hidden: int = ranged(32, ge=1)  # naive head only
 
 
 @dataclass
@@ -108,12 +116,12 @@ class RouterConfig:
 
     type: str = "trained"  # a name in zoe_lightning.models.ROUTERS: labeled | trained | auto
     train_route: Literal["label", "predicted"] = "label"  # trained router, training only: route by label or prediction
-    n_layers: int = 4
-    dim: int = 128
-    n_heads: int = 4
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    auto_temperature: float = 1.0  # auto router: softness of the training-time mixture
+    n_layers: int = ranged(4, ge=1)
+    dim: int = ranged(128, ge=1)
+    n_heads: int = ranged(4, ge=1)
+    ffn_dim: int = ranged(1024, ge=1)
+    dropout: float = ranged(0.1, ge=0, lt=1)
+    auto_temperature: float = ranged(1.0, gt=0)  # auto router: softness of the training-time mixture
 
 
 @dataclass
@@ -150,18 +158,18 @@ class ModelConfig:
     backbone: str = "beit_large_patch16_384"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args
     backbone_weights: Optional[str] = None  # local timm state_dict file; never downloaded
-    img_size: List[int] = field(default_factory=lambda: [384, 512])
-    features: int = 256
+    img_size: List[int] = ranged(factory=lambda: [384, 512], length=2, ge=1)  # [height, width]
+    features: int = ranged(256, ge=1)
     readout: Literal["project", "ignore", "add"] = "project"  # ViT-like backbones
     hooks: Optional[List[int]] = None  # block indices tapped; None = the MiDaS v3.1 choice
     reassemble_channels: Optional[List[int]] = None  # None = the MiDaS v3.1 choice
     resize_input: bool = True  # the model resizes inputs to img_size itself
     keep_aspect_ratio: bool = False  # resize policy of the model's own preprocessing
-    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    mean: List[float] = ranged(factory=lambda: [0.5, 0.5, 0.5], length=3)
+    std: List[float] = ranged(factory=lambda: [0.5, 0.5, 0.5], length=3, gt=0)
     head: HeadConfig = field(default_factory=HeadConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
-    bins: List[BinConfig] = field(default_factory=lambda: [BinConfig(name="nyu")])
+    bins: List[BinConfig] = ranged(factory=lambda: [BinConfig(name="nyu")], min_length=1)
     faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
     # Where the weights of a run that is trained start from; checked when training starts
     # (check_init), not when a configuration is printed or official weights are loaded:
@@ -180,7 +188,7 @@ class DatasetConfig:
     """One dataset in a list. ``name`` picks a reader; ``options`` are passed to it."""
 
     name: str = MISSING
-    weight: float = 1.0
+    weight: float = ranged(1.0, ge=0)
     domain: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
 
@@ -193,18 +201,18 @@ class DataConfig:
     val: List[DatasetConfig] = field(
         default_factory=lambda: [DatasetConfig(name="synthetic_indoor", domain="nyu")]
     )
-    batch_size: int = 16  # global batch size; divided over devices
-    val_batch_size: int = 1
-    num_workers: int = 4
-    epoch_length: Optional[int] = None  # samples per training epoch of a mixture (None = sum)
-    image_size: Optional[List[int]] = None  # loader-side resize (None = native size)
+    batch_size: int = ranged(16, ge=1)  # global batch size; divided over devices
+    val_batch_size: int = ranged(1, ge=1)
+    num_workers: int = ranged(4, ge=0)
+    epoch_length: Optional[int] = ranged(None, ge=1)  # samples per training epoch of a mixture (None = sum)
+    image_size: Optional[List[int]] = ranged(None, length=2, ge=1)  # [h, w] loader-side resize (None = native size)
     augment: bool = True
     seed: int = 43
     source: Literal["real", "synthetic"] = "real"  # synthetic: each entry replaced by its synthetic counterpart
     resize: Literal["squash", "keep_aspect", "pad", "none"] = "squash"  # file datasets, to image_size
     depth_interpolation: Literal["auto", "nearest", "masked"] = "auto"  # auto: nearest if sparse, else masked
-    random_crop: Optional[List[int]] = None  # [h, w] training crop before the resize (file datasets)
-    rotate_degrees: float = 1.0  # training rotation range +-deg (file datasets; 0 = off)
+    random_crop: Optional[List[int]] = ranged(None, length=2, ge=1)  # [h, w] training crop before the resize (file datasets)
+    rotate_degrees: float = ranged(1.0, ge=0)  # training rotation range +-deg (file datasets; 0 = off)
     batching: Literal["auto", "mixed", "per_dataset"] = "auto"  # per_dataset: every training batch from one dataset
 
 
@@ -218,20 +226,20 @@ class LossConfig:
     ssi_alignment: Literal["lstsq", "trimmed"] = "trimmed"  # trimmed: median/MAD
     ssi_trim: float = 0.2
     w_gradient_matching: float = 0.5
-    gradient_scales: int = 4
+    gradient_scales: int = ranged(4, ge=1)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1.61e-4
-    weight_decay: float = 0.01
-    encoder_lr_factor: float = 10.0
-    pos_enc_lr_factor: float = 10.0
-    decoder_lr_factor: float = 1.0
+    lr: float = ranged(1.61e-4, gt=0)
+    weight_decay: float = ranged(0.01, ge=0)
+    encoder_lr_factor: float = ranged(10.0, gt=0)
+    pos_enc_lr_factor: float = ranged(10.0, gt=0)
+    decoder_lr_factor: float = ranged(1.0, gt=0)
     same_lr: bool = False
-    div_factor: float = 1.0
-    final_div_factor: float = 1e4
-    pct_start: float = 0.7
+    div_factor: float = ranged(1.0, gt=0)
+    final_div_factor: float = ranged(1e4, gt=0)
+    pct_start: float = ranged(0.7, ge=0, le=1)
     base_momentum: float = 0.85
     max_momentum: float = 0.95
     freeze_bn: bool = True
@@ -248,14 +256,14 @@ Precision = Literal["transformer-engine", "transformer-engine-float16", "16-true
 class TrainerConfig:
     """Passed to ``lightning.Trainer``; ``extra`` holds any further Trainer argument."""
 
-    max_epochs: int = 5
-    max_steps: int = -1
+    max_epochs: int = ranged(5, ge=1, also=(-1,))  # -1: unlimited (then max_steps ends the run)
+    max_steps: int = ranged(-1, ge=1, also=(-1,))  # -1: no step limit
     accelerator: str = "auto"
     devices: Any = 1
-    num_nodes: int = 1
+    num_nodes: int = ranged(1, ge=1)
     strategy: str = "auto"
     precision: Precision = "32-true"
-    gradient_clip_val: float = 0.1
+    gradient_clip_val: float = ranged(0.1, ge=0)
     # Lightning's convention: an int counts batches, a float is a fraction (so 1 = one batch, 1.0 = all)
     val_check_interval: Any = 0.25
     limit_train_batches: Optional[Any] = None
@@ -278,8 +286,8 @@ class LoggerConfig:
 
 @dataclass
 class CallbackConfig:
-    depth_panels_every: int = 50  # validation steps between depth panels (0 = off)
-    n_panels: int = 4
+    depth_panels_every: int = ranged(50, ge=0)  # validation steps between depth panels (0 = off)
+    n_panels: int = ranged(4, ge=0)
     bin_centers: bool = True
     router_stats: bool = True
     rich: bool = True
@@ -367,7 +375,33 @@ def _invalid(key: str, value: Any, options: Sequence[Any]) -> ConfigError:
     return ConfigError(f"invalid value '{value}' for '{key}'.{_close(str(value), shown)} Choices: {', '.join(shown)}.")
 
 
-def _check_literals(node: Any, cls: type, prefix: str = "") -> None:
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def _rule_error(key: str, value: Any, rule: Dict[str, Any]) -> Optional[ConfigError]:
+    """Why ``value`` breaks the declared ``rule`` of ``key`` (``above`` aside), or None."""
+    if value is None or value in rule.get("also", ()):
+        return None
+    items = list(value) if isinstance(value, (list, ListConfig)) else None
+    if items is not None:
+        if "length" in rule and len(items) != rule["length"]:
+            return ConfigError(f"invalid value {items} for '{key}': needs exactly {rule['length']} values")
+        if len(items) < rule.get("min_length", 0):
+            return ConfigError(f"invalid value {items} for '{key}': needs at least {rule['min_length']} entries")
+        checked = [(f"{key}.{i}", v) for i, v in enumerate(items) if isinstance(v, (int, float))]
+    else:
+        checked = [(key, value)]
+    also = "".join(f" or {a}" for a in rule.get("also", ()))
+    for where, v in checked:
+        for name, (sign, ok) in _BOUNDS.items():
+            if name in rule and not ok(v, rule[name]):
+                return ConfigError(f"invalid value {v} for '{where}': must be {sign} {rule[name]}{also}")
+    return None
+
+
+def _check_node(node: Any, cls: type, prefix: str = "") -> None:
+    """``Literal`` choices and declared ranges (:func:`ranged`) of one section, recursively."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         key, hint, value = f"{prefix}{f.name}", hints[f.name], node[f.name]
@@ -375,39 +409,43 @@ def _check_literals(node: Any, cls: type, prefix: str = "") -> None:
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if options is not None and value not in options:
             raise _invalid(key, value, options)
+        rule = f.metadata.get("rule", {})
+        error = _rule_error(key, value, rule)
+        if error is not None:
+            raise error
+        if "above" in rule and value is not None and not value > node[rule["above"]]:
+            raise ConfigError(f"invalid value {value} for '{key}': must be > {prefix}{rule['above']} "
+                              f"({node[rule['above']]})")
         if isinstance(hint, type) and is_dataclass(hint):
-            _check_literals(value, hint, f"{key}.")
+            _check_node(value, hint, f"{key}.")
         elif isinstance(item, type) and is_dataclass(item):
             for i, entry in enumerate(value):
-                _check_literals(entry, item, f"{key}.{i}.")
+                _check_node(entry, item, f"{key}.{i}.")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every check OmegaConf's types cannot make: ``Literal`` choices, the head and router
-    registries, and the shape of ``model.bins`` / ``n_attractors`` / ``img_size``."""
-    _check_literals(cfg, RunConfig)
+    """Every check OmegaConf's types cannot make: ``Literal`` choices, the ranges and list shapes
+    declared with :func:`ranged`, the head and router registries, and the rules across fields."""
+    _check_node(cfg, RunConfig)
     from .models import HEADS, ROUTERS  # registries: populated by the model package
 
     for key, registry in (("model.head.type", HEADS), ("model.router.type", ROUTERS)):
         if OmegaConf.select(cfg, key) not in registry:
             raise _invalid(key, OmegaConf.select(cfg, key), list(registry))
     bins = cfg.model.bins
-    if len(bins) == 0:
-        raise ConfigError("'model.bins' is empty: give at least one {name, n_bins, min_depth, max_depth}")
     names = [b.name for b in bins]
     if len(set(names)) != len(names):
         raise ConfigError(f"'model.bins' names must be unique, got {names}")
     if len({b.n_bins for b in bins}) != 1:
         raise ConfigError(f"'model.bins': all domains must use the same n_bins, got {[b.n_bins for b in bins]}")
-    for i, b in enumerate(bins):
-        if not 0 < b.min_depth < b.max_depth:
-            raise ConfigError(f"'model.bins.{i}': need 0 < min_depth < max_depth, got {b.min_depth}, {b.max_depth}")
-    if len(cfg.model.head.n_attractors) != 4:
-        raise ConfigError(
-            f"'model.head.n_attractors' needs one count per decoder level (4), got {list(cfg.model.head.n_attractors)}"
-        )
-    if len(cfg.model.img_size) != 2:
-        raise ConfigError(f"'model.img_size' must be [height, width], got {list(cfg.model.img_size)}")
+    split = cfg.model.head.split_factor
+    if cfg.model.head.type == "splitter" and bins[0].n_bins % split ** 4:
+        raise ConfigError(f"invalid value {bins[0].n_bins} for 'model.bins.0.n_bins': the splitter head needs a "
+                          f"multiple of model.head.split_factor^4 ({split ** 4})")
+    router = cfg.model.router
+    if len(bins) > 1 and router.dim % router.n_heads:
+        raise ConfigError(f"invalid value {router.n_heads} for 'model.router.n_heads': must divide "
+                          f"model.router.dim ({router.dim})")
 
 
 def check_init(cfg: DictConfig) -> None:
@@ -525,6 +563,9 @@ def _read_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"{path}: cannot parse YAML: {exc}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: an experiment file must hold a mapping at the top level")
+    if len(node) == 0:
+        raise ConfigError(f"{path}: the experiment file is empty; give at least the keys it changes "
+                          "(an experiment equal to the defaults is 'base')")
     return node
 
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import move_speed_keys
 from ..models import build_model
-from ..weights import init_core
+from ..weights import init_backbone, init_core
 
 
 def git_commit() -> str:
@@ -54,6 +54,8 @@ class DepthModule(L.LightningModule):
         self.model = build_model(self.cfg) if model is None else model
         if model is None and self.cfg.model.core_checkpoint:
             init_core(self.model, self.cfg)
+        elif model is None and self.cfg.model.backbone_weights:  # model.init: the core first, else the backbone
+            init_backbone(self.model, self.cfg)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -18,7 +18,9 @@ from .formats.native import save_model
 from .formats.zoedepth import PRESETS
 from .io import Checkpoint, load_state_file, read_checkpoint
 from .loader import (
+    backbone_state_from_file,
     core_state_from_file,
+    init_backbone,
     init_core,
     load_checkpoint,
     load_core_state,
@@ -28,7 +30,7 @@ from .loader import (
 from .strict import load_strict
 
 __all__ = [
-    "FORMATS", "PRESETS", "Checkpoint", "core_state_from_file", "detect", "from_hf", "hf_config_to_delta",
-    "infer_backbone", "init_core", "load_checkpoint", "load_core_state", "load_model", "load_model_and_config",
+    "FORMATS", "PRESETS", "Checkpoint", "backbone_state_from_file", "core_state_from_file", "detect", "from_hf", "hf_config_to_delta",
+    "infer_backbone", "init_backbone", "init_core", "load_checkpoint", "load_core_state", "load_model", "load_model_and_config",
     "load_state_file", "load_strict", "read_checkpoint", "save_model",
 ]

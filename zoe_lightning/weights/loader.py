@@ -3,6 +3,7 @@ build, fill strictly (strict)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -14,7 +15,7 @@ from ..errors import UserError
 from ..models import build_model
 from . import formats
 from .io import Checkpoint, read_checkpoint
-from .strict import load_strict
+from .strict import RECOMPUTED, load_strict
 
 PathLike = Union[str, Path]
 StateDict = Dict[str, torch.Tensor]
@@ -78,3 +79,38 @@ def init_core(model: nn.Module, cfg: Any) -> None:
             f"model.core_checkpoint {path} does not fit model.backbone={cfg.model.backbone}: missing "
             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
+
+
+# Keys of a timm classification checkpoint that the encoder may lack (classifier, final norm and
+# pooling of feature-only ConvNets): left out of the strict comparison in both directions.
+TIMM_CLASSIFIER = re.compile(r"^(head|fc|classifier|head_drop|pre_logits|fc_norm|norm|global_pool|conv_head|bn2)(\.|$)")
+
+
+def backbone_state_from_file(path: PathLike) -> StateDict:
+    """The tensors of a local timm ``state_dict`` file (``.pth`` / ``.pt`` / ``.safetensors``), also
+    when it is wrapped in a ``{"state_dict": ...}`` or ``{"model": ...}`` mapping."""
+    if not Path(path).is_file():
+        raise UserError(f"model.backbone_weights: no such file: {path}")
+    try:
+        payload = read_checkpoint(path).payload
+    except UserError as exc:
+        raise UserError(f"model.backbone_weights: {exc}") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
+            payload = payload[wrapper]
+    if not (isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())):
+        raise UserError(f"model.backbone_weights: {path} is not a timm state_dict (a mapping of names to tensors)")
+    return payload
+
+
+def init_backbone(model: nn.Module, cfg: Any) -> None:
+    """Fill the timm backbone (``model.core.pretrained.model``) from ``cfg.model.backbone_weights``:
+    every key and shape must match, except the classifier keys (:data:`TIMM_CLASSIFIER`) and the
+    buffers this implementation recomputes."""
+    path = cfg.model.backbone_weights
+    backbone = model.core.pretrained.model
+    state = {k: v for k, v in backbone_state_from_file(path).items() if not RECOMPUTED.search(k)}
+    unexpected = [k for k in state if k not in backbone.state_dict()]
+    state = {k: v for k, v in state.items() if not (k in unexpected and TIMM_CLASSIFIER.match(k))}
+    skip = lambda key: bool(TIMM_CLASSIFIER.match(key) or RECOMPUTED.search(key))  # noqa: E731
+    load_strict(backbone, state, f"model.backbone_weights {path} (model.backbone={cfg.model.backbone})", skip)
