@@ -138,6 +138,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
         from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
         callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
+    else:  # plain text (Lightning would otherwise pick Rich whenever it is installed)
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar())
     multi = len(cfg.model.bins) > 1
     if cfg.stage == "metric" and (cb.depth_panels_every > 0 or cb.bin_centers or (cb.router_stats and multi)):
         from callbacks import BinCentersCallback, DepthPanelCallback, RouterStatsCallback

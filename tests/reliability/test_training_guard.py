@@ -119,17 +119,17 @@ def _train_until_first_step(tmp_path, sig):
     """A real training process, sent ``sig`` once its progress bar shows a completed step."""
     cmd = [sys.executable, "-m", "zoe_lightning", "train", "quickstart", *TINY_RUN, f"output_dir={tmp_path / 'runs'}",
            "trainer.limit_train_batches=200", "trainer.val_check_interval=1.0"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    os.set_blocking(proc.stderr.fileno(), False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.set_blocking(proc.stdout.fileno(), False)
     seen, deadline = b"", time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        seen += proc.stderr.read() or b""
+        seen += proc.stdout.read() or b""
         if re.search(rb"\| *[1-9]\d*/\d+ \[", seen):
             break
         time.sleep(0.2)
     assert proc.poll() is None, seen.decode(errors="replace")[-2000:]
     proc.send_signal(sig)
-    out, rest = proc.communicate(timeout=240)
+    rest, _ = proc.communicate(timeout=240)
     return proc.returncode, (seen + (rest or b"")).decode(errors="replace")
 
 
