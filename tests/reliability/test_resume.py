@@ -179,3 +179,54 @@ def test_resume_with_larger_max_epochs_is_one_clear_line(tmp_path, capsys, good_
     code, err = _cli_resume(tmp_path, good_last, capsys, "trainer.limit_train_batches=2", "trainer.max_epochs=3")
     line = _assert_one_line(code, err, "trainer.max_epochs=3")
     assert "max_epochs=1" in line and str(good_last) in line
+
+
+_KILL_AT_STEP = """
+import os, signal, sys
+import lightning as L
+from zoe_lightning import load_config
+from zoe_lightning.train import train
+
+class KillAt(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_config("quickstart", sys.argv[2:]), extra_callbacks=[KillAt()])
+"""
+
+
+def _subprocess(args, tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), WANDB_MODE="disabled",
+               HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.slow  # three short trainings in fresh processes
+def test_kill_9_after_a_mid_epoch_checkpoint_then_resume_is_exact(tmp_path):
+    """A real process killed with SIGKILL right after its mid-epoch checkpoint (step 2 of 4 per epoch),
+    resumed from the command line: the same final metrics and step count as an uninterrupted run."""
+    import json
+    import signal
+
+    args = MID_EPOCH + ["data.num_workers=2"]
+    full = _subprocess(["-m", "zoe_lightning", "train", "quickstart", *args, f"output_dir={tmp_path / 'a'}"], tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _subprocess(["-c", _KILL_AT_STEP, "2", *args, f"output_dir={tmp_path / 'b'}"], tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (last,) = (tmp_path / "b").glob("*/*/checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2 and state["epoch"] == 0  # written mid-epoch, by the validation at 0.5
+    assert not list((tmp_path / "b").glob("*/*/summary.json"))  # nothing was written after the kill
+    resumed = _subprocess(["-m", "zoe_lightning", "train", "quickstart", *args, f"output_dir={tmp_path / 'c'}",
+                           "--resume", str(last)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (sa,) = (tmp_path / "a").glob("*/*/summary.json")
+    (sc,) = (tmp_path / "c").glob("*/*/summary.json")
+    a, c = json.loads(sa.read_text()), json.loads(sc.read_text())
+    assert a["global_step"] == c["global_step"] == 8
+    assert a["final"] == c["final"] and len(a["final"]) >= 6
