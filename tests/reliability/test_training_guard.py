@@ -154,3 +154,36 @@ def test_signal_saves_last_checkpoint_and_interrupted_summary(tmp_path, sig, cap
     (resumed,) = (tmp_path / "resumed").glob("*/*/summary.json")
     result = json.loads(resumed.read_text())
     assert result["status"] == "finished" and result["global_step"] == stopped + 2
+
+
+def test_slurm_sigusr1_still_saves_hpc_checkpoint_and_requeues(tmp_path, monkeypatch, capsys):
+    """Under SLURM, the guard's own SIGINT/SIGTERM handlers leave Lightning's SIGUSR1 auto-requeue
+    alone: the signal writes ``hpc_ckpt_1.ckpt`` and calls ``scontrol requeue <job>``; training goes on."""
+    import lightning as L
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in dict(SLURM_JOB_ID="4242", SLURM_JOB_NAME="zoe-quickstart", SLURM_NTASKS="1",
+                           SLURM_NNODES="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
+                           SLURM_NODELIST="localhost", SLURM_JOB_NODELIST="localhost").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+
+    class SendUsr1(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1 and batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    from zoe_lightning import load_config
+    from zoe_lightning.train import train
+
+    result = train(load_config("quickstart", TINY_RUN + [f"output_dir={tmp_path / 'runs'}", "trainer.limit_train_batches=3"]),
+                   extra_callbacks=[SendUsr1()])
+    (hpc,) = (tmp_path / "runs").glob("*/*/hpc_ckpt_1.ckpt")
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 1
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert _summary(tmp_path)["status"] == "finished" and result["last"]
