@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -32,6 +33,8 @@ def records(path: Path) -> List[Any]:
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + CHUNK_HEADER])
         if kind == 0 and length == 0:  # preallocated / unwritten space
             break
+        if pos + CHUNK_HEADER + length > len(data):  # still being written
+            break
         chunk = data[pos + CHUNK_HEADER:pos + CHUNK_HEADER + length]
         pos += CHUNK_HEADER + length
         pending = chunk if kind in (1, 2) else pending + chunk
@@ -43,13 +46,25 @@ def records(path: Path) -> List[Any]:
     return out
 
 
+def finished_records(path: Path, timeout: float = 60.0) -> List[Any]:
+    """:func:`records` once the run's ``exit`` record is in the file (W&B's writer process may
+    still be flushing when ``finish()`` returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.2)
+
+
 def read_run(path: Path) -> Dict[str, Any]:
     """``run`` (the RunRecord: job_type, run_group, ...), ``config_updates`` (one dict per config
     record: the run's initial config first, then each later update), ``metrics`` (name -> the
-    MetricRecord of define_metric), ``history_keys`` (every key logged), ``summary`` (the last
+    MetricRecord of define_metric), ``history_keys`` (every key logged), ``history`` (the logged
+    rows, values decoded), ``summary`` (the last
     value of each summary key written explicitly)."""
-    run, config_updates, metrics, history_keys, summary = None, [], {}, set(), {}
-    for rec in records(path):
+    run, config_updates, metrics, history_keys, summary, history = None, [], {}, set(), {}, []
+    for rec in finished_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             run = rec.run
@@ -62,12 +77,14 @@ def read_run(path: Path) -> Dict[str, Any]:
             if rec.metric.name:
                 metrics[rec.metric.name] = rec.metric
         elif kind == "history":
-            history_keys |= {i.key or "/".join(i.nested_key) for i in rec.history.item}
+            row = {i.key or "/".join(i.nested_key): i.value_json for i in rec.history.item}
+            history_keys |= set(row)
+            history.append({k: json.loads(v) for k, v in row.items() if v})
         elif kind == "summary":
             for i in rec.summary.update:
                 summary[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
     return {"run": run, "config_updates": config_updates, "metrics": metrics, "history_keys": history_keys,
-            "summary": summary}
+            "summary": summary, "history": history}
 
 
 def run_file(save_dir: Path) -> Path:

@@ -50,41 +50,35 @@ def _load_checkpoint(path: str, preset: Optional[str], overrides: Sequence[str])
 def training_run(path: str, payload: Any = None) -> Dict[str, Any]:
     """The training run behind checkpoint ``path``, for the eval run's W&B config:
     ``train_experiment``, ``train_group``, ``train_project``, ``train_run_id``, ``train_run_dir``
-    (None where unknown). Read from the checkpoint (its stored hyper-parameters and the W&B run it
-    records), then from its run folder (``<run>/checkpoints/<file>``: summary.json, else the
-    ``wandb/`` folder's run directory, whose name ends in the run id)."""
-    info: Dict[str, Any] = dict.fromkeys(("train_experiment", "train_group", "train_project", "train_run_id",
-                                          "train_run_dir"))
-    if isinstance(payload, dict):
-        hyper = payload.get("hyper_parameters")
-        cfg = hyper.get("cfg") if isinstance(hyper, dict) else None
-        if isinstance(cfg, dict) and cfg.get("name"):
-            info["train_experiment"] = cfg["name"]
-            info["train_group"] = cfg.get("group") or cfg["name"]
-            info["train_project"] = (cfg.get("logger") or {}).get("project")
-        stored = payload.get("wandb")
-        if isinstance(stored, dict):
-            info["train_run_id"] = stored.get("run_id") or None
-            info["train_group"] = stored.get("group") or info["train_group"]
-            info["train_project"] = stored.get("project") or info["train_project"]
+    (None where unknown). First source that knows: the W&B run the checkpoint records
+    (``payload["wandb"]``), the run folder (``<run>/checkpoints/<file>``: its summary.json, else
+    its ``wandb/`` folder, whose run directory name ends in the run id), the checkpoint's stored
+    hyper-parameters (experiment, group, project)."""
+    keys = ("train_experiment", "train_group", "train_project", "train_run_id", "train_run_dir")
+    sources = []
+    payload = payload if isinstance(payload, dict) else {}
+    stored = payload.get("wandb")
+    if isinstance(stored, dict):
+        sources.append({"train_run_id": stored.get("run_id"), "train_group": stored.get("group"),
+                        "train_project": stored.get("project")})
     p = Path(path).resolve()
     run_dir = p.parent.parent if p.parent.name == "checkpoints" else None
-    if run_dir is None or not ((run_dir / "summary.json").is_file() or (run_dir / "config.yaml").is_file()):
-        return info
-    info["train_run_dir"] = str(run_dir)
-    summary: Dict[str, Any] = {}
-    if (run_dir / "summary.json").is_file():
+    if run_dir is not None and ((run_dir / "summary.json").is_file() or (run_dir / "config.yaml").is_file()):
+        summary: Dict[str, Any] = {}
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
-        except json.JSONDecodeError:
-            summary = {}
-    for key, field in (("train_run_id", "wandb_run_id"), ("train_group", "group"), ("train_experiment", "experiment"),
-                       ("train_project", "project")):
-        info[key] = info[key] or summary.get(field) or None
-    if not info["train_run_id"]:  # an unfinished run: wandb/(offline-)run-<time>-<id>
+        except (OSError, json.JSONDecodeError):
+            pass
         found = sorted(d.name for d in (run_dir / "wandb").glob("*run-*-*") if d.is_dir())
-        info["train_run_id"] = found[-1].rsplit("-", 1)[1] if found else None
-    return info
+        sources.append({"train_run_dir": str(run_dir), "train_run_id": summary.get("wandb_run_id")
+                        or (found[-1].rsplit("-", 1)[1] if found else None), "train_group": summary.get("group"),
+                        "train_experiment": summary.get("experiment"), "train_project": summary.get("project")})
+    hyper = payload.get("hyper_parameters")
+    cfg = hyper.get("cfg") if isinstance(hyper, dict) else None
+    if isinstance(cfg, dict) and cfg.get("name"):
+        sources.append({"train_experiment": cfg["name"], "train_group": cfg.get("group") or cfg["name"],
+                        "train_project": (cfg.get("logger") or {}).get("project")})
+    return {k: next((s[k] for s in sources if s.get(k)), None) for k in keys}
 
 
 def check_finite_weights(model, path: str) -> None:
