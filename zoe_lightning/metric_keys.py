@@ -15,7 +15,8 @@ __all__ = ["DEPTH_METRICS", "HIGHER_IS_BETTER", "domain_key", "headline_keys", "
 
 # the per-domain validation metrics of the metric stage (zoe_lightning.evaluation.metrics.DepthMetrics)
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log_10", "silog", "a1", "a2", "a3")
-HIGHER_IS_BETTER = frozenset({"a1", "a2", "a3"})  # threshold accuracies delta1-3; every other metric is an error
+# threshold accuracies delta1-3 and the router's accuracy; every other metric is an error
+HIGHER_IS_BETTER = frozenset({"a1", "a2", "a3", "router_accuracy"})
 
 
 def domain_key(domain: str, metric: str) -> str:
@@ -33,6 +34,8 @@ def validation_keys(stage: str, domains: Sequence[str]) -> Dict[str, bool]:
         return {"val/rel": False, "val/a1": True}
     keys = [domain_key(d, m) for d in domains for m in DEPTH_METRICS] + headline_keys(domains)
     keys.append("val/silog_loss")  # the training loss on the validation batches
+    if len(domains) > 1:
+        keys.append("val/router_accuracy")  # callbacks.RouterStatsCallback, when labels were seen
     return {k: k.rsplit("/", 1)[1] in HIGHER_IS_BETTER for k in keys}
 
 
@@ -49,5 +52,5 @@ def monitor_for(cfg) -> str:
 
 
 def goal(key: str) -> str:
-    """``"max"`` for a threshold accuracy (delta1-3), else ``"min"``."""
+    """``"max"`` for an accuracy (delta1-3, the router's), else ``"min"``."""
     return "max" if key.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else "min"

@@ -137,6 +137,9 @@ def test_monitor_and_goals():
     assert [goal(k) for k in ("val/a1", "val/kitti/a3", "val/nyu/rmse", "val/rel", "val/silog_loss")] == \
         ["max", "max", "min", "min", "min"]
     assert validation_keys("relative", []) == {"val/rel": False, "val/a1": True}
+    several = validation_keys("metric", ["nyu", "kitti"])
+    assert several["val/router_accuracy"] and several["val/a1"] and not several["val/kitti/rmse"]
+    assert "val/router_accuracy" not in validation_keys("metric", ["nyu"])
 
 
 @pytest.mark.parametrize("mode, log_model, uploads", [("online", True, True), ("offline", True, False),
