@@ -43,6 +43,7 @@ def _csv_validations(path, key):
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(fh) if r.get(key)]
 
 
+@pytest.mark.slow  # a real (tiny) two-epoch run: ~40 s on a loaded 2-core machine
 def test_training_run_file(offline_wandb, capfd):
     from zoe_lightning.train import train
 
