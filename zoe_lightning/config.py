@@ -282,6 +282,8 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: Optional[Literal["online", "offline", "disabled"]] = None  # None: WANDB_MODE, else online if logged in
     csv: bool = True
+    log_model: bool = False  # upload best.ckpt (and last.ckpt) to W&B as a model artifact; online runs only
+    job_type: Literal["train", "sweep"] = "train"  # W&B job type; sweep-run sets "sweep" (eval runs are "eval")
 
 
 @dataclass

@@ -33,6 +33,17 @@ def wandb_mode(cfg: DictConfig) -> str:
     return "online" if logged_in else "offline"
 
 
+def new_wandb_logger(**kwargs):
+    """Lightning's ``WandbLogger`` with ``kwargs`` (``wandb.init`` arguments), minus the deprecated
+    ``anonymous`` setting Lightning always passes (wandb warns about it even when it is None)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(**kwargs)
+    if getattr(logger, "_wandb_init", {}).get("anonymous", "unset") is None:
+        del logger._wandb_init["anonymous"]
+    return logger
+
+
 RUN_ID_ENV = "ZOE_RUN_ID"  # fixed run-directory name: the sbatch script sets slurm-<job id>
 
 
@@ -110,29 +121,30 @@ def _module_class(cfg: DictConfig):
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List[Any]] = None):
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import CSVLogger
 
     from callbacks import DataProbe, DivergenceGuard, GuardedCheckpoint, SignalGuard
 
-    monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
+    from .metric_keys import monitor_for
+
+    monitor = monitor_for(cfg)
     loggers: List[Any] = []
     if cfg.logger.csv:
         loggers.append(CSVLogger(str(run_dir), name="", version="csv"))
     if cfg.logger.wandb:
         mode = wandb_mode(cfg)
-        loggers.append(WandbLogger(
+        loggers.append(new_wandb_logger(
             project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.name}-{run_dir.name}",
             group=cfg.group or cfg.name, tags=list(cfg.tags), notes=cfg.notes, save_dir=str(run_dir), mode=mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            job_type=cfg.logger.job_type, config=OmegaConf.to_container(cfg, resolve=True),
+            # best.ckpt (alias "best", and last.ckpt as "latest") uploaded at the end of a successful fit
+            log_model=bool(cfg.logger.log_model) and mode == "online",
         ))
     callbacks: List[Any] = [
         GuardedCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor, mode="min",
                           save_last=True, save_top_k=1, auto_insert_metric_name=False),
         DataProbe(), DivergenceGuard(cfg.trainer.max_bad_steps), SignalGuard(),
     ]
-    if loggers:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
     cb = cfg.callbacks
     if cb.rich:
         from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
@@ -208,7 +220,7 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt)
               "rel": "REL (aligned disparity)"}
     domains = [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [None]
     for dom in domains:
-        prefix = f"val/{dom}/" if dom and len(domains) > 1 else "val/"
+        prefix = f"val/{dom}/" if dom else "val/"
         print(f"\nvalidation metrics{f' ({dom})' if dom and len(domains) > 1 else ''}:")
         for k in keys:
             if prefix + k in metrics:
@@ -233,17 +245,22 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt)
 
 
 def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, float], baseline: Dict[str, float],
-                   ckpt, resume: Optional[str], status: str = "finished", reason: Optional[str] = None) -> None:
+                   ckpt, resume: Optional[str], status: str = "finished", reason: Optional[str] = None
+                   ) -> Dict[str, Any]:
     """``<run>/summary.json``: final and best validation metrics and the run's identity, read by
-    ``zoe-lightning compare`` and the sweep launcher (rank 0 only)."""
+    ``zoe-lightning compare`` and the sweep launcher (rank 0 only); also copied to the W&B summary."""
     import json
 
+    from .metric_keys import domain_key, monitor_for
     from .tools.compare.runs import best_point, read_csv_log, validation_points
 
-    monitor = "val/rel" if cfg.stage == "relative" else "val/abs_rel"
+    monitor = monitor_for(cfg)
     csv_path = run_dir / "csv" / "metrics.csv"
     points = validation_points(read_csv_log(csv_path)) if csv_path.is_file() else []
     best = best_point(points, monitor) or {}
+    # percent by which the best checkpoint's REL is below the constant predictor's (negative: worse)
+    improvement = {d: round(100.0 * (1.0 - best[domain_key(d, "abs_rel")] / rel), 2)
+                   for d, rel in baseline.items() if domain_key(d, "abs_rel") in best and rel > 0}
     import wandb
 
     summary = {
@@ -252,15 +269,34 @@ def _write_summary(cfg: DictConfig, trainer, run_dir: Path, metrics: Dict[str, f
         "project": cfg.logger.project, "run_dir": str(run_dir), "status": status, "resumed_from": resume,
         "global_step": int(trainer.global_step), "monitor": monitor,
         "final": metrics, "best": {k: v for k, v in best.items() if k.startswith("val/")},
-        "best_step": best.get("step"), "baseline_rel": baseline,
+        "best_step": best.get("step"), "baseline_rel": baseline, "improvement_pct": improvement,
         "checkpoints": {"best": ckpt.best_model_path or None, "last": ckpt.last_model_path or None},
-        "wandb_run_id": wandb.run.id if wandb.run is not None else None,
+        "wandb_run_id": wandb.run.id if wandb.run is not None else None, "job_type": cfg.logger.job_type,
         "wall_time_s": round(time.time() - (run_dir / "config.yaml").stat().st_mtime, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if status != "finished":  # diverged / interrupted: where and why the run stopped
         summary.update(stopped_at_step=int(trainer.global_step), reason=reason)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _wandb_summary(summary)
+    return summary
+
+
+def _wandb_summary(summary: Dict[str, Any]) -> None:
+    """The open W&B run's summary: ``best_step``, ``best/<domain>/<metric>`` (the validation that
+    picked best.ckpt), ``baseline/<domain>/abs_rel`` (constant predictor) and
+    ``improvement/<domain>/abs_rel_pct`` (percent below the constant), ``status``."""
+    import wandb
+
+    if wandb.run is None:
+        return
+    values: Dict[str, Any] = {"status": summary["status"], "monitor": summary["monitor"]}
+    if summary.get("best_step") is not None:
+        values["best_step"] = int(summary["best_step"])
+    values.update({"best/" + k[len("val/"):]: v for k, v in summary["best"].items()})
+    values.update({f"baseline/{d}/abs_rel": v for d, v in summary["baseline_rel"].items()})
+    values.update({f"improvement/{d}/abs_rel_pct": v for d, v in summary["improvement_pct"].items()})
+    wandb.run.summary.update(values)
 
 
 def _stopped(cfg: DictConfig, trainer, run_dir: Path, resume: Optional[str], exc: BaseException) -> None:

@@ -320,7 +320,7 @@ def test_training_on_real_files_and_synthetic_end_to_end(tmp_path, toy_nyu):
         f"data.val=[{{name: {toy_nyu}, domain: nyu, options: {{root: {tmp_path / 'nyu'}, split_file: {split}}}}}]",
     ])
     result = train(cfg)
-    assert np.isfinite(result["metrics"]["val/abs_rel"]) and result["last"]
+    assert np.isfinite(result["metrics"]["val/nyu/abs_rel"]) and result["last"]  # one domain: its own keys
 
 
 @pytest.mark.slow

@@ -130,6 +130,18 @@ def test_unfinished_run_without_summary_uses_its_last_validation(tmp_path):
     assert len(rec.curves) == 3
 
 
+def test_unfinished_single_domain_run_picks_its_best_by_the_domain_key(tmp_path):
+    """A one-domain run logs val/nyu/* only (no val/abs_rel mean): its best is the lowest val/nyu/abs_rel."""
+    run_dir = tmp_path / "F" / "2026"
+    (run_dir / "csv").mkdir(parents=True)
+    (run_dir / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/nyu/abs_rel,val/nyu/rmse\n0,19,0.30,1.5\n1,39,0.20,1.2\n1,59,0.25,1.3\n")
+    (run_dir / "config.yaml").write_text("name: F\nstage: metric\nmodel:\n  bins:\n    - {name: nyu}\n")
+    rec = load_run(run_dir)
+    assert rec.best == {"val/nyu/abs_rel": 0.20, "val/nyu/rmse": 1.2}
+    assert rec.final["val/nyu/abs_rel"] == 0.25
+
+
 def test_duplicate_seed_keeps_the_newest_run(tmp_path):
     root = tmp_path / "runs"
     make_run(root / "x", "A", 1, nyu(0.3, 1, 0.5, 0.1), stamp="20260101-000000")

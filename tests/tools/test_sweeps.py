@@ -235,13 +235,32 @@ def test_sweep_run_overrides_and_tags():
     assert list(cfg.tags) == ["x", "base", "seed7", "sweep:g"]
 
 
+def test_sweep_runs_are_of_job_type_sweep(monkeypatch):
+    import zoe_lightning.train
+    from zoe_lightning.tools.sweeps.sweep_run import sweep_run_main
+
+    seen = []
+    monkeypatch.setattr(zoe_lightning.train, "train", lambda cfg, resume=None: seen.append(cfg))
+    monkeypatch.setenv("ZOE_SWEEP", "s1")
+    assert sweep_run_main(["experiment=quickstart", "seed=2"]) == 0
+    assert seen[0].logger.job_type == "sweep" and seen[0].group == "s1"
+    from zoe_lightning import load_config
+
+    assert load_config("quickstart").logger.job_type == "train"  # a plain `train` run
+
+
 @pytest.mark.parametrize("name, size", [("head_variants", 21), ("routers", 9), ("head_variants_synthetic", 14),
                                         ("routers_synthetic", 6)])
 def test_repository_sweep_files_resolve_to_valid_configs(name, size):
     """Every grid point of the shipped files loads as a config (catches typos in keys and names)."""
     from zoe_lightning import load_config
 
+    import yaml
+
+    from zoe_lightning.metric_keys import monitor_for
+
     sweep = load_sweep(SWEEPS / f"{name}.yaml")
+    metric = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())["metric"]
     assert sweep.name == name and sweep.method == "grid"
     assert sweep.parameters["group"] == {"value": name}
     assert sweep.command[-2:] == ["sweep-run", "${args_no_hyphens}"]
@@ -256,6 +275,8 @@ def test_repository_sweep_files_resolve_to_valid_configs(name, size):
         seen.add(exp)
         cfg = load_config(exp, overrides)
         assert cfg.group == name and cfg.name == exp
+        # W&B's sweep metric is a key every run logs: the run's checkpoint monitor
+        assert metric == {"name": monitor_for(cfg), "goal": "minimize"}
         if name.endswith("synthetic"):
             assert cfg.data.source == "synthetic" and cfg.trainer.accelerator == "cpu"
     table = {"head_variants": 7, "routers": 3}[name.replace("_synthetic", "")]
@@ -292,6 +313,7 @@ command: ["${{env}}", "${{interpreter}}", -m, zoe_lightning, sweep-run, "${{args
     assert len(summaries) == 2
     s = json.loads(summaries[0].read_text())
     assert s["group"] == "e2e" and "seed1" in s["tags"] and "quickstart" in s["tags"]
+    assert s["job_type"] == "sweep" and s["monitor"] == "val/nyu/abs_rel" and "val/nyu/abs_rel" in s["best"]
     from zoe_lightning.tools.compare.report import compare
 
     out = compare(group="e2e", root=tmp_path / "runs", output=tmp_path / "cmp", log_wandb=False)

@@ -15,29 +15,70 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from .protocol import CROP_CHOICES
 
 __all__ = ["add_arguments", "run", "load_checkpoint_model", "add_model_override_argument", "trainer_devices",
-           "check_finite_weights"]
+           "check_finite_weights", "training_run"]
 
 
 def load_checkpoint_model(path: str, preset: Optional[str] = None, overrides: Sequence[str] = ()):
     """Load ``path`` (own .ckpt, released ZoeDepth / MiDaS / HF weights) -> ``(model in eval mode, cfg)``
     with :func:`zoe_lightning.weights.load_model_and_config`."""
-    from ..weights import load_model_and_config
+    model, cfg, _ = _load_checkpoint(path, preset, overrides)
+    return model, cfg
+
+
+def _load_checkpoint(path: str, preset: Optional[str], overrides: Sequence[str]):
+    """``(model in eval mode, cfg, the file's payload)``."""
+    from ..weights import load_checkpoint, read_checkpoint
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--ckpt: no such file or folder: {path}")
     try:
-        model, cfg = load_model_and_config(str(path), preset=preset, overrides=list(overrides) or None)
+        ckpt = read_checkpoint(str(path))
+        model, cfg = load_checkpoint(ckpt, preset=preset, overrides=list(overrides) or None)
     except (ValueError, KeyError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
         raise UserError(f"{path}: {msg}") from None
     check_finite_weights(model, path)
-    return model.eval(), cfg
+    return model.eval(), cfg, ckpt.payload
+
+
+def training_run(path: str, payload: Any = None) -> Dict[str, Any]:
+    """The training run behind checkpoint ``path``, for the eval run's W&B config:
+    ``train_experiment``, ``train_group``, ``train_project``, ``train_run_id``, ``train_run_dir``
+    (None where unknown). First source that knows: the W&B run the checkpoint records
+    (``payload["wandb"]``), the run folder (``<run>/checkpoints/<file>``: its summary.json, else
+    its ``wandb/`` folder, whose run directory name ends in the run id), the checkpoint's stored
+    hyper-parameters (experiment, group, project)."""
+    keys = ("train_experiment", "train_group", "train_project", "train_run_id", "train_run_dir")
+    sources = []
+    payload = payload if isinstance(payload, dict) else {}
+    stored = payload.get("wandb")
+    if isinstance(stored, dict):
+        sources.append({"train_run_id": stored.get("run_id"), "train_group": stored.get("group"),
+                        "train_project": stored.get("project")})
+    p = Path(path).resolve()
+    run_dir = p.parent.parent if p.parent.name == "checkpoints" else None
+    if run_dir is not None and ((run_dir / "summary.json").is_file() or (run_dir / "config.yaml").is_file()):
+        summary: Dict[str, Any] = {}
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+        found = sorted(d.name for d in (run_dir / "wandb").glob("*run-*-*") if d.is_dir())
+        sources.append({"train_run_dir": str(run_dir), "train_run_id": summary.get("wandb_run_id")
+                        or (found[-1].rsplit("-", 1)[1] if found else None), "train_group": summary.get("group"),
+                        "train_experiment": summary.get("experiment"), "train_project": summary.get("project")})
+    hyper = payload.get("hyper_parameters")
+    cfg = hyper.get("cfg") if isinstance(hyper, dict) else None
+    if isinstance(cfg, dict) and cfg.get("name"):
+        sources.append({"train_experiment": cfg["name"], "train_group": cfg.get("group") or cfg["name"],
+                        "train_project": (cfg.get("logger") or {}).get("project")})
+    return {k: next((s[k] for s in sources if s.get(k)), None) for k in keys}
 
 
 def check_finite_weights(model, path: str) -> None:
@@ -107,6 +148,7 @@ def trainer_devices(device: Optional[str], devices: Optional[int]) -> Tuple[str,
 
 def run(args: argparse.Namespace) -> int:
     import lightning as L
+    from omegaconf import OmegaConf
 
     from data_modules.evaluation import EvalDataModule, dataset_entries
 
@@ -119,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             raise UserError(f"{option} must be >= {low}, got {value}")
     exp_cfg = load_config(args.experiment, list(args.overrides) + list(args.set_overrides))
-    model, model_cfg = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
+    model, model_cfg, payload = _load_checkpoint(args.ckpt, args.preset, args.model_overrides)
+    train_link = training_run(str(args.ckpt), payload)
+    del payload  # the file's other content (optimizer state, ...) is not needed
     domains = list(getattr(model, "domains", []) or [b.name for b in exp_cfg.model.bins])
     if args.domain and args.domain not in domains:
         raise UserError(f"--domain {args.domain!r} is not a head of this model (heads: {', '.join(domains)})")
@@ -134,7 +178,19 @@ def run(args: argparse.Namespace) -> int:
     module.flip_tta = not args.no_flip
     accelerator, devices, nodes = trainer_devices(args.device, args.devices)
     world = (len(devices) if isinstance(devices, list) else devices) * nodes
-    logger = None if args.no_wandb else wandb_logger(exp_cfg, out_dir, str(args.ckpt))
+    wandb_config = None
+    if not args.no_wandb:  # the whole evaluation setting and the run that trained the checkpoint
+        wandb_config = {
+            "ckpt": str(Path(args.ckpt).resolve()), "preset": args.preset, "experiment": exp_cfg.name,
+            "split": args.split, "flip_tta": not args.no_flip, "crop": args.crop, "domain": args.domain,
+            "datasets": [str(e.name) for e in data.entries], "data_root": args.data_root,
+            "batch_size": args.batch_size, "world_size": world, "reference": args.reference,
+            "model_overrides": list(args.model_overrides), "overrides": list(args.overrides) + list(args.set_overrides),
+            "model": OmegaConf.to_container(model_cfg.model, resolve=True)
+            if model_cfg is not None and "model" in model_cfg else None,
+            **train_link,
+        }
+    logger = None if args.no_wandb else wandb_logger(exp_cfg, out_dir, wandb_config)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=nodes, strategy="ddp" if world > 1 else "auto",
         precision="32-true", logger=logger if logger is not None else False, enable_checkpointing=False,

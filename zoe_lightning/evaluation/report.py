@@ -88,21 +88,22 @@ def print_results(results: Mapping[str, Mapping[str, Any]]) -> None:
             print(f"  images routed per head (flip pass excluded): {share}")
 
 
-def wandb_logger(cfg, out_dir: Path, ckpt: str):
-    """A Lightning ``WandbLogger`` for an evaluation run (job type ``eval``), or None when W&B is
-    off in ``cfg`` or disabled."""
-    from ..train import wandb_mode
+def wandb_logger(cfg, out_dir: Path, config: Mapping[str, Any]):
+    """A Lightning ``WandbLogger`` for an evaluation run (job type ``eval``) with ``config`` (the
+    evaluation setting and the training run, see ``evaluate.run``), or None when W&B is off in
+    ``cfg`` or disabled. The run joins the training run's group when that is known."""
+    from ..train import new_wandb_logger, wandb_mode
 
     if cfg is None or not cfg.logger.wandb or wandb_mode(cfg) == "disabled":
         return None
     import wandb
-    from lightning.pytorch.loggers import WandbLogger
 
     if wandb.run is not None:  # e.g. left open by a training run in the same process
         wandb.finish()
-    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.group or cfg.name,
-                       job_type="eval", name=f"eval-{cfg.name}-{out_dir.name}", save_dir=str(out_dir),
-                       mode=wandb_mode(cfg), config={"ckpt": ckpt})
+    return new_wandb_logger(project=cfg.logger.project, entity=cfg.logger.entity,
+                            group=config.get("train_group") or cfg.group or cfg.name, job_type="eval",
+                            name=f"eval-{cfg.name}-{out_dir.name}", save_dir=str(out_dir), mode=wandb_mode(cfg),
+                            config=dict(config))
 
 
 def log_results_wandb(logger, results: Mapping[str, Mapping[str, Any]]) -> None:

@@ -49,7 +49,8 @@ class DepthModule(L.LightningModule):
         super().__init__()
         container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         container = move_speed_keys(copy.deepcopy(container))  # hyper-parameters saved by older versions
-        self.save_hyperparameters({"cfg": container})
+        # kept in the checkpoint; not sent to the loggers: the run's loggers get the config once, top level
+        self.save_hyperparameters({"cfg": container}, logger=False)
         self.cfg = OmegaConf.create(container)
         self.model = build_model(self.cfg) if model is None else model
         if model is None and self.cfg.model.core_checkpoint:
@@ -77,6 +78,44 @@ class DepthModule(L.LightningModule):
                  "params/core": sum(p.numel() for p in self.model.core.parameters())}
         for logger in self.loggers:
             logger.log_hyperparams(extra)
+        self._define_wandb_metrics()
+
+    def _define_wandb_metrics(self) -> None:
+        """W&B keeps the best value of each validation metric in the run summary (min for errors,
+        max for delta1-3) instead of the last one; the x axis stays Lightning's global step."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        from ..metric_keys import goal, validation_keys
+
+        keys = validation_keys(str(self.cfg.stage), [b.name for b in self.cfg.model.bins])
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment  # a no-op stand-in on ranks other than 0
+                for key in keys:
+                    run.define_metric(key, step_metric="trainer/global_step", summary=goal(key))
+                run.define_metric("train/lr", step_metric="trainer/global_step")
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """``checkpoint["wandb"]``: the W&B run that trained these weights (id, project, entity,
+        group), so an ``eval`` of the file links back to it even after the file was moved."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+                run = logger.experiment
+                if getattr(run, "id", None):
+                    checkpoint["wandb"] = {"run_id": str(run.id), "project": str(run.project or ""),
+                                           "entity": str(run.entity or ""), "group": str(run.group or "")}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """``train/lr``: one curve, the OneCycle schedule of ``optim.lr``. Every parameter group
+        follows the same schedule scaled by its fixed factor (``optim.*_lr_factor``), so one curve
+        says it all."""
+        if not self.loggers or self.trainer is None or not self.trainer.optimizers:
+            return
+        group = self.trainer.optimizers[0].param_groups[0]
+        scale = float(self.cfg.optim.lr) / float(group.get("max_lr", group["lr"]) or 1.0)
+        self.log("train/lr", float(group["lr"]) * scale, on_step=True, on_epoch=False, batch_size=1)
 
     # ------------------------------------------------------------------ augmentation
     def on_after_batch_transfer(self, batch: Dict[str, Any], dataloader_idx: int) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..evaluation.metrics import METRIC_NAMES, DepthMetrics, RoutedCounts
 from ..inference import needs_labels, tta_depth
 from ..losses import domain_loss, grad_l1_loss, silog_loss
+from ..metric_keys import DEPTH_METRICS, domain_key
 from .base import DepthModule
 
 
@@ -69,7 +70,7 @@ class MetricDepthModule(DepthModule):
         gt, valid = batch["depth"], batch["valid"]
         pred = F.interpolate(out.metric_depth, size=gt.shape[-2:], mode="bilinear", align_corners=True)
         silog, _ = silog_loss(pred, gt, valid, beta=self.cfg.loss.silog_beta)
-        self.log("val/silog", silog, batch_size=gt.shape[0], sync_dist=True)
+        self.log("val/silog_loss", silog, batch_size=gt.shape[0], sync_dist=True)
         for name, metric in self.val_metrics.items():
             sel = [i for i, d in enumerate(batch["domain"]) if d == name]
             if sel:
@@ -93,11 +94,14 @@ class MetricDepthModule(DepthModule):
             metric.reset()
             if int(values["n_images"]) == 0:
                 continue
-            for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log_10", "silog", "a1", "a2", "a3"):
+            single = len(self.domain_names) == 1  # its own keys are the headline (shown in the progress bar)
+            for key in DEPTH_METRICS:
                 results.setdefault(key, []).append(values[key])
-                self.log(f"val/{name}/{key}", values[key].float(), sync_dist=False)
-        for key, vals in results.items():  # headline: mean over the domains seen
-            self.log(f"val/{key}", torch.stack(vals).float().mean(), prog_bar=key in ("abs_rel", "a1"))
+                self.log(domain_key(name, key), values[key].float(), sync_dist=False,
+                         prog_bar=single and key in ("abs_rel", "a1"))
+        if len(self.domain_names) > 1:  # headline: mean over the domains seen (one domain: its keys only)
+            for key, vals in results.items():
+                self.log(f"val/{key}", torch.stack(vals).float().mean(), prog_bar=key in ("abs_rel", "a1"))
 
     # ------------------------------------------------------------------ evaluation protocol
     def heads(self) -> List[str]:

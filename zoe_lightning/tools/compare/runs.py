@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...errors import UserError
+from ...metric_keys import monitor_key
 
 __all__ = ["MONITOR", "read_csv_log", "validation_points", "best_point", "RunRecord", "load_run", "find_runs",
            "runs_of_group", "deduplicate"]
 
-MONITOR = "val/abs_rel"
+MONITOR = "val/abs_rel"  # several domains; one domain: val/<domain>/abs_rel (metric_keys.monitor_key)
 
 def read_csv_log(path: Path) -> List[Dict[str, float]]:
     """Rows of a Lightning CSV log, empty cells dropped, values as floats."""
@@ -120,8 +121,10 @@ def load_run(run_dir: Path) -> RunRecord:
     if not curves and not cfg:
         raise UserError(f"{run_dir}: not a run folder (no summary.json, no csv/metrics.csv)")
     domains = [b.get("name") for b in ((cfg.get("model") or {}).get("bins") or [])]
+    stage = str(cfg.get("stage") or "metric")
+    monitor = monitor_key(stage, domains) if domains or stage == "relative" else MONITOR
     last = {k: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("val/")}
-    best = {k: v for k, v in (best_point(curves) or last).items() if k.startswith("val/")}
+    best = {k: v for k, v in (best_point(curves, monitor) or last).items() if k.startswith("val/")}
     return RunRecord(
         run_dir=run_dir, variant=str(cfg.get("name") or run_dir.parent.name),
         group=str(cfg.get("group") or cfg.get("name") or ""), seed=cfg.get("seed"), tags=list(cfg.get("tags") or []),

@@ -55,6 +55,7 @@ def sweep_run_main(items: Sequence[str], resume: Optional[str] = None) -> int:
     experiment, overrides = sweep_run_overrides(items, sweep)
     cfg = load_config(experiment, overrides)
     tag_run(cfg, [f"sweep:{cfg.group}"] if cfg.group else [])
+    cfg.logger.job_type = "sweep"  # the W&B agent's and the local launchers' runs alike
     train(cfg, resume=resume)
     return 0
 
