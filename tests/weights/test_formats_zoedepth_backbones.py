@@ -204,3 +204,19 @@ def test_release_size_swinv2_t_file_loads_with_its_values():
         out = loaded(x).metric_depth
         assert out.shape == (1, 1, 256, 256)
         assert torch.equal(out, model(x).metric_depth)
+
+
+@pytest.mark.parametrize("midas_type", list(MIDAS_TYPES))
+def test_midas_files_of_the_same_backbones_use_the_same_inference(midas_type):
+    """A MiDaS v3.1 file (``pretrained.*`` + ``scratch.*``) is the ZoeDepth file's core on its own:
+    a relative model at MiDaS's own size (BEiT-L-512: 512; Swin: fixed; else 384)."""
+    backbone, size, _ = MIDAS_TYPES[midas_type]
+    official = meta_official("zoed_m12_n", midas_type)
+    core = {k[len("core.core."):]: v for k, v in official.items() if k.startswith("core.core.")}
+    ckpt = Checkpoint(core, None, f"dpt_{midas_type}.pt")
+    assert detect(ckpt).NAME == "midas"
+    cfg = detect(ckpt).config(ckpt)
+    own = size or ([512, 512] if midas_type == "DPT_BEiT_L_512" else [384, 384])
+    assert (cfg.stage, cfg.model.backbone, list(cfg.model.img_size)) == ("relative", backbone, own)
+    assert cfg.model.keep_aspect_ratio is (size is None)
+    check_strict(ckpt, cfg)
