@@ -127,6 +127,10 @@ def test_near_misses_are_one_line_errors_naming_the_file():
     with pytest.raises(UserError, match="cannot infer the backbone") as info:
         fmt_of(small, "small.pt").config(Checkpoint({"model": small}, None, "small.pt"))
     _one_line(info, "small.pt")
+    # a BEiT core without its class token
+    no_cls = {k: v for k, v in official.items() if not k.endswith("model.cls_token")}
+    with pytest.raises(UserError, match=r"BEiT core without core\.core\.pretrained\.model\.cls_token"):
+        fmt_of(no_cls, "nocls.pt").config(Checkpoint({"model": no_cls}, None, "nocls.pt"))
     # SwinV2 of a width MiDaS never used
     swin = dict(meta_official("zoed_m12_n", "DPT_SwinV2_T_256"))
     swin["core.core.pretrained.model.patch_embed.proj.weight"] = _zeros(64, 3, 4, 4)

@@ -46,9 +46,15 @@ def infer_backbone(core: StateDict, prefix: str = "pretrained.model.") -> Tuple[
     def get(name):
         return core.get(prefix + name)
 
+    def need(name, family):
+        if get(name) is None:
+            raise UserError(f"a {family} core without {prefix + name}: not a MiDaS v3.1 layout; "
+                            "pass preset=<experiment> naming model.backbone")
+        return get(name)
+
     table = get("blocks.0.attn.relative_position_bias_table")
     if table is not None:  # BEiT
-        width = int(get("cls_token").shape[-1])
+        width = int(need("cls_token", "BEiT").shape[-1])
         depth = len({k[len(prefix):].split(".")[1] for k in core if k.startswith(prefix + "blocks.")})
         grid = int(round((math.sqrt(table.shape[0] - 3) + 1) / 2))
         size = grid * 16
@@ -67,7 +73,7 @@ def infer_backbone(core: StateDict, prefix: str = "pretrained.model.") -> Tuple[
         return name, [384, 384]
     if get("layers.0.blocks.0.attn.qkv.weight") is not None:
         v2 = get("layers.0.blocks.0.attn.logit_scale") is not None
-        width = int(get("patch_embed.proj.weight").shape[0])
+        width = int(need("patch_embed.proj.weight", "Swin").shape[0])
         name = (_SWINV2 if v2 else _SWIN).get(width)
         if name is None:
             kind = "SwinV2" if v2 else "Swin (v1)"

@@ -72,7 +72,7 @@ def midas_core(state: StateDict) -> StateDict:
 def infer_backbone(state: StateDict) -> Tuple[Optional[Tuple[str, List[int]]], str]:
     """((backbone, its own size) or None, why not) from the core's shapes (the MiDaS inference)."""
     try:
-        return midas.infer_backbone(midas_core(state)), ""
+        return midas.infer_backbone(state, prefix="core.core.pretrained.model."), ""
     except UserError as exc:
         return None, str(exc)
 
@@ -125,7 +125,7 @@ def _check_log_binomial(key: str, value: torch.Tensor, n_bins: Optional[int], so
 
 
 def to_ours(state: StateDict, cfg: Any, source: str = "checkpoint") -> StateDict:
-    """Rename a released ZoeDepth state dict (N, K or NK layout) to this project's keys."""
+    """Rename an official ZoeDepth state dict (N, K or NK layout, any MiDaS core) to this project's keys."""
     names = [b.name for b in cfg.model.bins]
     n_bins = {b.name: int(b.n_bins) for b in cfg.model.bins}
     single = len(names) == 1
