@@ -5,7 +5,7 @@ model); with a metric preset the MiDaS weights become the DPT core of a stage-2 
 keeps its initialisation.
 
 The backbone inference (:func:`infer_backbone`) and the key translation of a MiDaS core
-(:func:`to_ours`, including timm 0.6's Swin layout) are shared with the released-ZoeDepth format,
+(:func:`to_ours`, including timm 0.6's Swin layout) are shared with the official-ZoeDepth format,
 whose files carry the same core under ``core.core.``.
 """
 
@@ -80,8 +80,8 @@ def infer_backbone(core: StateDict, prefix: str = "pretrained.model.") -> Tuple[
             raise UserError(f"{kind} of width {width} is not a MiDaS v3.1 backbone; pass preset=<experiment> "
                             "naming model.backbone and model.img_size")
         return name, ([256, 256] if name.endswith("256") else [384, 384])
-    raise UserError("cannot infer the backbone of this MiDaS checkpoint (LeViT / Next-ViT / v2.1 "
-                    "checkpoints are not supported); pass preset=<experiment> naming model.backbone")
+    raise UserError("cannot infer the backbone of this MiDaS DPT core (MiDaS_small / LeViT / Next-ViT / v2.1 "
+                    "cores are not supported); pass preset=<experiment> naming model.backbone")
 
 
 def fixed_size(backbone: str) -> bool:
