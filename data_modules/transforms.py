@@ -16,8 +16,8 @@ Order (the original's, facts §4.6, then the resize the original did inside the 
 3. train: optional random crop (``random_crop: [h, w]``).
 4. train: horizontal flip, probability 0.5.
 5. resize policy to ``image_size`` (H, W): ``none``; ``squash`` (exactly H×W); ``keep_aspect``
-   (MiDaS "minimal": the per-axis scale closer to 1 for both axes, sides rounded to a multiple
-   of ``multiple_of``); ``pad`` (fit inside H×W keeping the aspect ratio, zero-pad the rest,
+   (MiDaS "minimal": the per-axis scale closer to 1 for both axes, the height's on a tie, sides
+   rounded to a multiple of ``multiple_of``); ``pad`` (fit inside H×W keeping the aspect ratio, zero-pad the rest,
    padding is invalid depth).
 6. uint8 -> float32 in [0, 1] and, in training with probability 0.5, the original's colour
    jitter: x ** gamma, gamma ~ U(0.9, 1.1); times brightness ~ U(0.75, 1.25) indoors (domain
@@ -81,15 +81,11 @@ def kb_crop_box(height: int, width: int) -> Tuple[int, int, int, int]:
 
 
 def keep_aspect_size(height: int, width: int, target: Sequence[int], multiple_of: int = 32) -> Tuple[int, int]:
-    """MiDaS "minimal" resize: for both axes use whichever of H_t/h, W_t/w is closer to 1, then
-    round each side to the nearest multiple of ``multiple_of`` (at least one multiple)."""
-    sh, sw = target[0] / height, target[1] / width
-    scale = sh if abs(1 - sh) < abs(1 - sw) else sw
+    """MiDaS "minimal" resize to ``target``: the model's own rule
+    (:func:`zoe_lightning.models.zoedepth.network_size` with keep-aspect on; a tie fits the height)."""
+    from zoe_lightning.models.zoedepth import network_size
 
-    def snap(x: float) -> int:
-        return max(multiple_of, int(round(x / multiple_of)) * multiple_of)
-
-    return snap(height * scale), snap(width * scale)
+    return network_size(height, width, target, True, multiple_of)
 
 
 def _fit_size(height: int, width: int, target: Sequence[int]) -> Tuple[int, int]:

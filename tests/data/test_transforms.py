@@ -128,6 +128,8 @@ def test_kb_crop_offsets_values_and_intrinsics():
     ((1080, 1920), (384, 512), (384, 672)), ((375, 1242), (384, 768), (384, 1280)),
     ((352, 1216), (384, 768), (384, 1312)), ((768, 1024), (384, 768), (576, 768)),
     ((1080, 1920), (384, 768), (448, 768)),
+    ((480, 640), (384, 768), (384, 512)),  # the tie (0.8 vs 1.2): the original fits the height
+    ((400, 400), (300, 500), (288, 288)),  # tie 0.75 vs 1.25: 300 rounds to 288
 ])
 def test_keep_aspect_sizes_match_the_original(hw, target, expected):
     assert keep_aspect_size(*hw, target, 32) == expected

@@ -39,6 +39,17 @@ def test_pad_amount_hand_values():
     assert pad_amount(2, 2) == (3, 3)
 
 
+def test_network_input_size_follows_the_keep_aspect_rule_ties_included():
+    from zoe_lightning.inference import network_input_size
+    from zoe_lightning.models.zoedepth import Prep
+
+    model = SimpleNamespace(prep=Prep([384, 768], True, [0.5] * 3, [0.5] * 3))
+    assert network_input_size(model, 480, 640) == (384, 512)  # scales 0.8 / 1.2 tie: fit the height
+    assert network_input_size(model, 768, 1024) == (576, 768)  # 0.75 is closer to 1 than 0.5
+    model.prep.keep_aspect = False
+    assert network_input_size(model, 480, 640) == (384, 768)
+
+
 def test_padding_and_flip_are_undone_exactly():
     """An identity-like model: padding is cropped away, flip TTA of an equivariant model changes nothing."""
     from zoe_lightning.inference import predict_images

@@ -323,6 +323,21 @@ def test_keep_aspect_resize_rule():
     assert network_size(768, 1024, (384, 768), True) == (576, 768)
     assert network_size(1080, 1920, (384, 512), True) == (384, 672)
     assert network_size(375, 1242, (384, 512), False) == (384, 512)
+    # ties: both scales equally close to 1 -> the original fits the height (MiDaS Resize "minimal"
+    # switches to the width's scale only when it is strictly closer to 1)
+    assert network_size(480, 640, (384, 768), True) == (384, 512)  # 0.8 vs 1.2: 384x512, not 576x768
+    assert network_size(400, 400, (300, 500), True) == (288, 288)  # 0.75 vs 1.25: 300 -> 288, not 512
+    # halves round to even like numpy: 80/32 = 2.5 -> 2, 112/32 = 3.5 -> 4
+    assert network_size(80, 112, (80, 112), True) == (64, 128)
+
+
+@pytest.mark.parametrize("hw,target,expected", [((480, 640), (384, 768), (384, 512)),
+                                                ((768, 1024), (384, 768), (576, 768))])
+def test_model_prep_resizes_by_the_keep_aspect_rule(hw, target, expected):
+    from zoe_lightning.models.zoedepth import Prep
+
+    prep = Prep(target, True, [0.5] * 3, [0.5] * 3)
+    assert tuple(prep(torch.rand(1, 3, *hw)).shape[-2:]) == expected
 
 
 @pytest.mark.parametrize("overrides, total, head", [

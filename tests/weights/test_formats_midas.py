@@ -60,6 +60,20 @@ def test_infer_backbone_from_documented_shapes():
     with pytest.raises(UserError, match="preset"):
         infer_backbone({"pretrained.model.stem.weight": torch.zeros(1)})
 
+    def swin(width, v2):  # facts §1.3: patch embedding to C = 192 (L) / 128 (B) / 96 (T)
+        state = {"pretrained.model.layers.0.blocks.0.attn.qkv.weight": torch.zeros(1),
+                 "pretrained.model.patch_embed.proj.weight": torch.zeros(width, 3, 4, 4)}
+        if v2:
+            state["pretrained.model.layers.0.blocks.0.attn.logit_scale"] = torch.zeros(1)
+        return state
+
+    assert infer_backbone(swin(192, True)) == ("swinv2_large_window12to24_192to384", [384, 384])
+    assert infer_backbone(swin(128, True)) == ("swinv2_base_window12to24_192to384", [384, 384])
+    assert infer_backbone(swin(96, True)) == ("swinv2_tiny_window16_256", [256, 256])
+    assert infer_backbone(swin(192, False)) == ("swin_large_patch4_window12_384", [384, 384])
+    with pytest.raises(UserError, match=r"Swin \(v1\) of width 96 is not a MiDaS v3\.1 backbone"):
+        infer_backbone(swin(96, False))
+
 
 def test_midas_swinv2_layout_with_old_timm_stage_order(tmp_path):
     """MiDaS's SwinV2 files come from timm 0.6: patch merging sits at the END of a stage

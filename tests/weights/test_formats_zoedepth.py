@@ -1,8 +1,8 @@
 """The released ZoeDepth files (zoe_lightning.weights.formats.zoedepth).
 
 Files are synthesised from the DOCUMENTED key structure: the renaming rules of facts §7.2 are
-written out here, independently of zoe_lightning.weights, and applied to a tiny model's weights;
-the loader must undo them exactly (same outputs as the source model).
+written out in tests/weights/official.py, independently of zoe_lightning.weights, and applied to a
+tiny model's weights; the loader must undo them exactly (same outputs as the source model).
 """
 
 import pytest
@@ -12,35 +12,8 @@ import zoe_lightning as zl
 from zoe_lightning.errors import UserError
 from zoe_lightning.weights import load_model_and_config
 
+from .official import to_official
 from .tiny import E, N_BLOCKS, SMALL, TINY_BEIT, TOKENS, metric_depth, tiny_model
-
-
-def to_official(state, domains, n_bins):
-    """Our keys -> the released ZoeDepth layout (facts §7.2), timm-0.6 style with its buffers."""
-    single = len(domains) == 1
-    out = {}
-    for k, v in state.items():
-        if k.startswith("core."):
-            out["core.core." + k[len("core."):]] = v
-        elif k.startswith("router."):  # NK: patch_transformer.*, mlp_classifier.* at the top level
-            out[k[len("router."):]] = v
-        elif single and k.startswith(f"head.seed_bin_regressors.{domains[0]}."):
-            out["seed_bin_regressor." + k.split(".", 3)[3]] = v
-        elif single and k.startswith(f"head.attractors.{domains[0]}."):
-            out["attractors." + k.split(".", 3)[3]] = v
-        elif single and k.startswith(f"head.conditional_log_binomial.{domains[0]}."):
-            out["conditional_log_binomial." + k.split(".", 3)[3]] = v
-        else:
-            assert k.startswith("head.")
-            out[k[len("head."):]] = v
-    for i in range(N_BLOCKS):  # persistent in timm 0.6: (tokens x tokens) index per block
-        out[f"core.core.pretrained.model.blocks.{i}.attn.relative_position_index"] = torch.zeros(
-            TOKENS, TOKENS, dtype=torch.long)
-    for d in domains:
-        prefix = "conditional_log_binomial." + ("" if single else f"{d}.") + "log_binomial_transform."
-        out[prefix + "k_idx"] = torch.arange(n_bins).view(1, -1, 1, 1)
-        out[prefix + "K_minus_1"] = torch.tensor([[[[n_bins - 1.0]]]])
-    return out
 
 
 @pytest.mark.parametrize("preset,domains", [("zoed_m12_n", ["nyu"]), ("zoed_m12_k", ["kitti"]),
@@ -49,6 +22,8 @@ def test_official_layout_loads_and_infers_variant(tmp_path, preset, domains):
     model, cfg = tiny_model(preset)
     official = to_official(model.state_dict(), domains, 64)
     # a few documented names (facts §7.2) really are present in the synthetic file
+    assert official["core.core.pretrained.model.blocks.3.attn.relative_position_index"].shape == (TOKENS, TOKENS)
+    assert sum(k.endswith("relative_position_index") for k in official) == N_BLOCKS
     assert "core.core.pretrained.model.blocks.0.attn.qkv.weight" in official
     assert "core.core.scratch.output_conv.4.weight" in official
     if preset == "zoed_m12_nk":

@@ -33,12 +33,15 @@ class ZoeDepthOutput:
 
 
 def network_size(h: int, w: int, target: Sequence[int], keep_aspect: bool, multiple: int = 32) -> Tuple[int, int]:
-    """MiDaS resize rule: squash to ``target``, or keep aspect with the scale closest to 1."""
+    """The original's resize rule (MiDaS ``Resize``, method "minimal"), the one implementation in
+    the project: squash to ``target`` (H_t, W_t), or keep the aspect ratio with one scale for both
+    axes, W_t/w only when it is strictly closer to 1 than H_t/h (a tie fits the height), then round
+    each side to the nearest multiple of ``multiple`` (halves to even, like numpy), at least one."""
     th, tw = int(target[0]), int(target[1])
     if not keep_aspect:
         return th, tw
     sh, sw = th / h, tw / w
-    scale = sh if abs(1 - sh) < abs(1 - sw) else sw
+    scale = sw if abs(1 - sw) < abs(1 - sh) else sh
     return (max(multiple, int(round(h * scale / multiple)) * multiple),
             max(multiple, int(round(w * scale / multiple)) * multiple))
 

@@ -11,7 +11,7 @@ and ``may_be_missing(cfg)`` names the model keys the file may leave at their ini
 
 ==============  ==========================================================================
 ``native``      this project's ``.ckpt``, ``save_model`` files and bare state dicts
-``zoedepth``    the released ZoeD_M12_N / K / NK files (``{"model": ...}``, ``core.core.*``)
+``zoedepth``    the official trainer's files, any MiDaS v3.1 core (``{"model": ...}``, ``core.core.*``)
 ``midas``       MiDaS v3.x DPT checkpoints (``pretrained.*`` + ``scratch.*``)
 ``hf``          HF transformers ``ZoeDepthForDepthEstimation`` (folder with ``config.json``)
 ==============  ==========================================================================
@@ -43,6 +43,6 @@ def detect(ckpt: Checkpoint) -> ModuleType:
                         "a 'model' or 'state_dict' entry, or a Lightning checkpoint)")
     raise UserError(
         f"{ckpt.source}: unrecognised checkpoint layout (first keys: " + ", ".join(list(state)[:4]) + "); "
-        "supported: this project's checkpoints, ZoeDepth releases (core.core.*), MiDaS DPT (pretrained.* + "
+        "supported: this project's checkpoints, official ZoeDepth files (core.core.*), MiDaS DPT (pretrained.* + "
         "scratch.*), HF ZoeDepth folders"
     )

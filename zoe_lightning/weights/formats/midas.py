@@ -3,11 +3,16 @@
 Without a preset the backbone and training size are read from the keys and shapes (a relative
 model); with a metric preset the MiDaS weights become the DPT core of a stage-2 model whose head
 keeps its initialisation.
+
+The backbone inference (:func:`infer_backbone`) and the key translation of a MiDaS core
+(:func:`to_ours`, including timm 0.6's Swin layout) are shared with the official-ZoeDepth format,
+whose files carry the same core under ``core.core.``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
@@ -25,6 +30,9 @@ _BEIT = {(1024, 24, 384): "beit_large_patch16_384", (1024, 24, 512): "beit_large
 _VIT = {1024: "vit_large_patch16_384", 768: "vit_base_patch16_384"}
 _SWINV2 = {192: "swinv2_large_window12to24_192to384", 128: "swinv2_base_window12to24_192to384",
            96: "swinv2_tiny_window16_256"}
+_SWIN = {192: "swin_large_patch4_window12_384"}  # MiDaS v3.1 DPT_Swin_L_384
+# every backbone infer_backbone can name
+MIDAS_BACKBONES = frozenset([*_BEIT.values(), *_VIT.values(), *_SWINV2.values(), *_SWIN.values()])
 
 
 def matches(ckpt: Checkpoint) -> bool:
@@ -38,9 +46,15 @@ def infer_backbone(core: StateDict, prefix: str = "pretrained.model.") -> Tuple[
     def get(name):
         return core.get(prefix + name)
 
+    def need(name, family):
+        if get(name) is None:
+            raise UserError(f"a {family} core without {prefix + name}: not a MiDaS v3.1 layout; "
+                            "pass preset=<experiment> naming model.backbone")
+        return get(name)
+
     table = get("blocks.0.attn.relative_position_bias_table")
     if table is not None:  # BEiT
-        width = int(get("cls_token").shape[-1])
+        width = int(need("cls_token", "BEiT").shape[-1])
         depth = len({k[len(prefix):].split(".")[1] for k in core if k.startswith(prefix + "blocks.")})
         grid = int(round((math.sqrt(table.shape[0] - 3) + 1) / 2))
         size = grid * 16
@@ -58,22 +72,28 @@ def infer_backbone(core: StateDict, prefix: str = "pretrained.model.") -> Tuple[
             raise UserError(f"ViT of width {width} is not a MiDaS backbone; pass preset=<experiment>")
         return name, [384, 384]
     if get("layers.0.blocks.0.attn.qkv.weight") is not None:
-        if get("layers.0.blocks.0.attn.logit_scale") is None:
-            raise UserError("Swin (v1) DPT checkpoints are not supported; SwinV2 ones are")
-        width = int(get("patch_embed.proj.weight").shape[0])
-        name = _SWINV2.get(width)
+        v2 = get("layers.0.blocks.0.attn.logit_scale") is not None
+        width = int(need("patch_embed.proj.weight", "Swin").shape[0])
+        name = (_SWINV2 if v2 else _SWIN).get(width)
         if name is None:
-            raise UserError(f"SwinV2 of width {width} is not a MiDaS backbone; pass preset=<experiment>")
+            kind = "SwinV2" if v2 else "Swin (v1)"
+            raise UserError(f"{kind} of width {width} is not a MiDaS v3.1 backbone; pass preset=<experiment> "
+                            "naming model.backbone and model.img_size")
         return name, ([256, 256] if name.endswith("256") else [384, 384])
-    raise UserError("cannot infer the backbone of this MiDaS checkpoint (LeViT / Next-ViT / v2.1 "
-                    "checkpoints are not supported); pass preset=<experiment> naming model.backbone")
+    raise UserError("cannot infer the backbone of this MiDaS DPT core (MiDaS_small / LeViT / Next-ViT / v2.1 "
+                    "cores are not supported); pass preset=<experiment> naming model.backbone")
+
+
+def fixed_size(backbone: str) -> bool:
+    """Swin backbones run at the one input size they were built for (no keep-aspect resizing)."""
+    return backbone.startswith("swin")
 
 
 def config_delta(state: StateDict) -> Dict[str, Any]:
     """The relative model a MiDaS file describes, as a config delta on ``base``."""
     backbone, size = infer_backbone(state)
     return {"stage": "relative",
-            "model": {"backbone": backbone, "img_size": list(size), "keep_aspect_ratio": not backbone.startswith("swin")}}
+            "model": {"backbone": backbone, "img_size": list(size), "keep_aspect_ratio": not fixed_size(backbone)}}
 
 
 def config(ckpt: Checkpoint, preset: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
@@ -86,21 +106,36 @@ def config(ckpt: Checkpoint, preset: Optional[str] = None, overrides: Sequence[s
     return compose("base", delta, overrides, source=f"{ckpt.source} (MiDaS)")
 
 
-def _swin_filter(state: StateDict, model: nn.Module) -> StateDict:
-    """timm < 0.9 SwinV2 layout -> today's (downsample moved to the next stage)."""
-    try:
-        from timm.models.swin_transformer_v2 import checkpoint_filter_fn
-    except ImportError:  # pragma: no cover
-        return state
-    return checkpoint_filter_fn(state, model)
+_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
 
 
-def to_ours(state: StateDict, model: Optional[nn.Module]) -> StateDict:
-    """``pretrained.*`` / ``scratch.*`` -> ``core.pretrained.*`` / ``core.scratch.*``."""
-    backbone = {k[len("pretrained.model."):]: v for k, v in state.items() if k.startswith("pretrained.model.")}
-    if model is not None and has_prefix(backbone, "layers."):
-        backbone = _swin_filter(backbone, model.core.pretrained.model)
-    out = {"core.pretrained.model." + k: v for k, v in backbone.items() if not RECOMPUTED.search(k)}
+def timm06_swin(backbone: StateDict) -> StateDict:
+    """A Swin / SwinV2 state dict written by timm < 0.9 -> today's names (keys only, no model needed).
+
+    timm 0.6 merges patches at the END of a stage (``layers.0.downsample`` exists; the last stage
+    has none) and names the classifier ``head``; today's timm merges at the START of the next stage
+    and names it ``head.fc``. A file already in today's layout is returned unchanged.
+    """
+    if "layers.0.downsample.reduction.weight" not in backbone:
+        return backbone
+    out = {}
+    for k, v in backbone.items():
+        k = _DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k)
+        if k.startswith("head.") and not k.startswith("head.fc."):
+            k = "head.fc." + k[len("head."):]
+        out[k] = v
+    return out
+
+
+def to_ours(state: StateDict, model: Optional[nn.Module] = None) -> StateDict:
+    """A MiDaS core (``pretrained.*`` / ``scratch.*``) -> ``core.pretrained.*`` / ``core.scratch.*``,
+    without the buffers this implementation recomputes, Swin files in today's timm layout.
+    (``model`` is accepted for the callers' convenience; the translation reads keys only.)"""
+    backbone = {k[len("pretrained.model."):]: v for k, v in state.items()
+                if k.startswith("pretrained.model.") and not RECOMPUTED.search(k)}
+    if has_prefix(backbone, "layers."):
+        backbone = timm06_swin(backbone)
+    out = {"core.pretrained.model." + k: v for k, v in backbone.items()}
     out.update({"core." + k: v for k, v in state.items()
                 if not k.startswith("pretrained.model.") and not RECOMPUTED.search(k)})
     return out

@@ -1,24 +1,31 @@
-"""The released ZoeDepth files: ZoeD_M12_N / K / NK (``{"model": ...}``, timm-0.6 names, facts §7.2).
+"""Files of the official ZoeDepth trainer: the released ZoeD_M12_N / K / NK and any file it writes
+on another MiDaS v3.1 backbone (``{"model": ...}``, timm-0.6 names, facts §7.2).
 
-The DPT core sits under ``core.core.*``. Single head: ``seed_bin_regressor`` / ``attractors.i`` /
-``conditional_log_binomial`` move under ``head.*.<domain>``; NK: the per-domain modules keep their
-domain names, ``patch_transformer`` and ``mlp_classifier`` move under ``router``. The
-log-binomial buffers (``k_idx``, ``K_minus_1``) are checked against the configuration, then dropped.
+The DPT core sits under ``core.core.*`` in MiDaS's own layout, so the MiDaS format's shape
+inference names the backbone (BEiT-L/B 384/512, SwinV2-L/B/T, Swin-L, ViT-L) and its key
+translation reads it (timm 0.6's Swin patch merging included). The head variant comes from the
+head's keys: a router means NK, the attractor widths tell N from K. Swin backbones run at their
+fixed size; the others keep the preset's network size (the trainer's ``img_size``).
+
+Single head: ``seed_bin_regressor`` / ``attractors.i`` / ``conditional_log_binomial`` move under
+``head.*.<domain>``; NK: the per-domain modules keep their domain names, ``patch_transformer`` and
+``mlp_classifier`` move under ``router``. The log-binomial buffers (``k_idx``, ``K_minus_1``) are
+checked against the configuration, then dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from ...config import load_config
 from ...errors import UserError
 from ..io import Checkpoint
-from ..strict import RECOMPUTED, nothing_may_be_missing
-from .common import StateDict, has_prefix, tensors
+from ..strict import nothing_may_be_missing
+from . import midas
+from .common import StateDict, compose, has_prefix, tensors
 
 NAME = "zoedepth"
 # Presets are experiment files (experiments/<name>.yaml): the released configurations.
@@ -57,15 +64,50 @@ def infer_preset(state: StateDict, preset: Optional[str], source: str) -> str:
     return preset
 
 
+def midas_core(state: StateDict) -> StateDict:
+    """The DPT core in MiDaS's own layout (``pretrained.*`` / ``scratch.*``)."""
+    return {k[len("core.core."):]: v for k, v in state.items() if k.startswith("core.core.")}
+
+
+def infer_backbone(state: StateDict) -> Tuple[Optional[Tuple[str, List[int]]], str]:
+    """((backbone, its own size) or None, why not) from the core's shapes (the MiDaS inference)."""
+    try:
+        return midas.infer_backbone(state, prefix="core.core.pretrained.model."), ""
+    except UserError as exc:
+        return None, str(exc)
+
+
+def backbone_delta(backbone: str, size: Sequence[int]) -> Dict[str, Any]:
+    """The model keys a backbone decides: its name; for Swin also the fixed input size."""
+    model: Dict[str, Any] = {"backbone": backbone}
+    if midas.fixed_size(backbone):
+        model.update(img_size=list(size), keep_aspect_ratio=False)
+    return {"model": model}
+
+
 def config(ckpt: Checkpoint, preset: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """The preset the keys name (or the one given, if the keys agree), plus ``overrides``."""
-    return load_config(infer_preset(tensors(ckpt.payload), preset, ckpt.source), list(overrides))
+    """The head preset the keys name (or the one given, if the keys agree) on the backbone the
+    shapes name, plus ``overrides``. A non-release experiment given as ``preset`` is used as it
+    is, and must name the file's backbone."""
+    state = tensors(ckpt.payload)
+    name = infer_preset(state, preset, ckpt.source)
+    found, why = infer_backbone(state)
+    delta = backbone_delta(*found) if found is not None and name in PRESETS else None
+    cfg = compose(name, delta, overrides, source=f"{ckpt.source} (ZoeDepth)")
+    chosen = cfg.model.backbone
+    if found is not None and chosen != found[0]:
+        raise UserError(f"{ckpt.source}: its shapes say backbone {found[0]}, the configuration says "
+                        f"model.backbone={chosen}; drop that setting or pass model.backbone={found[0]}")
+    if found is None and chosen in midas.MIDAS_BACKBONES:
+        # a MiDaS v3.1 backbone would have been recognised: the file's is another one
+        raise UserError(f"{ckpt.source}: {why}")
+    return cfg
 
 
 def rename_core(state: StateDict) -> StateDict:
-    """``core.core.*`` -> ``core.*``, without the buffers this implementation recomputes."""
-    return {"core." + k[len("core.core."):]: v for k, v in state.items()
-            if k.startswith("core.core.") and not RECOMPUTED.search(k)}
+    """``core.core.*`` -> ``core.*`` (the MiDaS translation: recomputed buffers dropped, timm-0.6
+    Swin layout renamed)."""
+    return midas.to_ours(midas_core(state))
 
 
 def _check_log_binomial(key: str, value: torch.Tensor, n_bins: Optional[int], source: str) -> None:
@@ -83,7 +125,7 @@ def _check_log_binomial(key: str, value: torch.Tensor, n_bins: Optional[int], so
 
 
 def to_ours(state: StateDict, cfg: Any, source: str = "checkpoint") -> StateDict:
-    """Rename a released ZoeDepth state dict (N, K or NK layout) to this project's keys."""
+    """Rename an official ZoeDepth state dict (N, K or NK layout, any MiDaS core) to this project's keys."""
     names = [b.name for b in cfg.model.bins]
     n_bins = {b.name: int(b.n_bins) for b in cfg.model.bins}
     single = len(names) == 1
