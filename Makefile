@@ -11,6 +11,7 @@ CKPT ?=
 INPUT ?=
 OUTPUT ?= predictions
 ONNX ?= model.onnx
+RUNS_ROOT ?= runs
 RUNS ?=
 GROUP ?=
 SWEEP ?= head_variants
@@ -57,10 +58,10 @@ config: $(VENV)/.installed ## Print the resolved config of EXP with ARGS overrid
 experiments: $(VENV)/.installed ## List the experiment files
 	$(BIN)/zoe-lightning experiments
 
-# CKPT, or else the newest runs/<EXP>/*/checkpoints/best.ckpt (said in one line); one line when there is none
+# CKPT, or else the newest $(RUNS_ROOT)/<EXP>/*/checkpoints/best.ckpt (said in one line); one line when there is none
 FIND_CKPT = ckpt="$(CKPT)"; if [ -z "$$ckpt" ]; then \
-	  ckpt=$$(ls -t runs/$(EXP)/*/checkpoints/best.ckpt 2>/dev/null | head -n 1); \
-	  if [ -z "$$ckpt" ]; then echo "make $@: no CKPT given and no runs/$(EXP)/*/checkpoints/best.ckpt: train first (make train EXP=$(EXP)) or give CKPT=<checkpoint>" >&2; exit 2; fi; \
+	  ckpt=$$(ls -t $(RUNS_ROOT)/$(EXP)/*/checkpoints/best.ckpt 2>/dev/null | head -n 1); \
+	  if [ -z "$$ckpt" ]; then echo "make $@: no CKPT given and no $(RUNS_ROOT)/$(EXP)/*/checkpoints/best.ckpt: train first (make train EXP=$(EXP)) or give CKPT=<checkpoint>" >&2; exit 2; fi; \
 	  echo "make $@: CKPT not given: using the newest best checkpoint of $(EXP), $$ckpt"; fi
 
 eval: $(VENV)/.installed ## Evaluate CKPT (default: newest best.ckpt of EXP) on the TEST split of EXP's evaluation sets (ARGS="--split val ...")

@@ -223,7 +223,11 @@ def test_eval_cli_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert res["n_images"] == 3 and res["crop"] is None and res["max_depth"] == 10.0
     assert "| synthetic_indoor |" in (out / "results.md").read_text()
     assert sorted(p.name for p in (out / "panels" / "synthetic_indoor").iterdir()) == ["00000.png", "00001.png"]
-    assert "synthetic_indoor" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "synthetic_indoor" in printed
+    # the split and the datasets are said before scoring; paths are absolute
+    assert f"eval: {tiny_ckpt.resolve()} on the val split of: synthetic_indoor" in printed
+    assert f"results: {out.resolve() / 'results.md'}" in printed
 
     # independent computation: flip-averaged prediction, bilinear to GT size, clamp, per-image numpy metrics
     model = load_model(str(tiny_ckpt))
