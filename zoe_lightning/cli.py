@@ -31,7 +31,8 @@ COMMANDS = {
     "export": ("zoe_lightning.evaluation.export", "export a checkpoint to ONNX"),
     "compare": ("zoe_lightning.tools.compare.report", "compare runs: table and plots"),
     "sweep-local": ("zoe_lightning.tools.sweeps.local", "run a sweep file without W&B (local devices or SLURM array)"),
-    "sweep-run": ("zoe_lightning.tools.sweeps.sweep_run", "one run of a sweep (the program a sweep file's command runs)"),
+    "sweep-run": ("zoe_lightning.tools.sweeps.sweep_run",
+                  "one run of a sweep (the program a sweep file's command runs)"),
     "slurm": ("zoe_lightning.tools.slurm", "write (and submit) an sbatch script for an experiment"),
 }
 BUILTIN = {"train": "train an experiment", "config": "print the fully resolved config of an experiment",

@@ -222,7 +222,7 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt,
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     run_dir = run_dir.resolve()
     print("\n" + "=" * 72)
-    print(f"run '{cfg.name}' finished after {trainer.global_step} steps ({trainer.current_epoch} epochs) in {run_dir}")
+    print(f"run '{cfg.name}' finished in {run_dir} after {trainer.global_step} steps ({trainer.current_epoch} epochs)")
     keys = ["abs_rel", "rmse", "log_10", "a1", "a2", "a3"] if cfg.stage == "metric" else ["rel", "a1"]
     labels = {"abs_rel": "REL", "rmse": "RMSE", "log_10": "log10", "a1": "delta1", "a2": "delta2", "a3": "delta3",
               "rel": "REL (aligned disparity)"}
@@ -343,7 +343,8 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         if found is not None:
             run_dir = found.parent.parent if found.parent.name == "checkpoints" else found.parent
         if _global_rank() == 0:
-            print(f"--resume auto: {f'resuming from {found.resolve()}' if resume else 'no checkpoint found, starting fresh'}")
+            what = f"resuming from {found.resolve()}" if found is not None else "no checkpoint found, starting fresh"
+            print(f"--resume auto: {what}")
     if resume and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
     if not resume:  # a resumed run restores every weight from its checkpoint

@@ -37,7 +37,8 @@ def test_importing_the_cli_and_its_help_load_neither_torch_nor_lightning():
 
 def test_the_cli_leaves_the_offline_switches_to_the_caller():
     env = {k: v for k, v in ENV.items() if k not in ("HF_HUB_OFFLINE", "NO_ALBUMENTATIONS_UPDATE")}
-    code = "import os, zoe_lightning.cli\nprint(os.environ.get('HF_HUB_OFFLINE'), os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    code = ("import os, zoe_lightning.cli\n"
+            "print(os.environ.get('HF_HUB_OFFLINE'), os.environ.get('NO_ALBUMENTATIONS_UPDATE'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == "None None"
 
@@ -211,7 +212,7 @@ def test_plain_training_console_and_report(tmp_path, monkeypatch, capfd):
         assert noise not in text, noise
     report = out[out.index("=" * 72):]
     run_dir = (tmp_path / result["run_dir"]).resolve()
-    assert f"finished after 4 steps (2 epochs) in {run_dir}" in report
+    assert f"finished in {run_dir} after 4 steps (2 epochs)" in report
     assert re.search(r"constant-depth predictor: [\d.]+ vs [\d.]+, (better|worse) by \d+\.\d%", report)
     assert "% lower" not in report
     assert f"best={run_dir / 'checkpoints' / 'best.ckpt'}" in report

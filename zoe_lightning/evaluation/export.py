@@ -187,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     size = (args.height or net[0], args.width or net[1])
     path = export_onnx(model, args.onnx, size, args.opset)
     heads = list(getattr(model, "domains", []) or [])
-    print(f"exported {Path(args.ckpt).resolve()} -> {path.resolve()} (input image B x 3 x {size[0]} x {size[1]} in [0,1], dynamic batch; "
-          f"heads: {', '.join(heads) or '-'})")
+    print(f"exported {Path(args.ckpt).resolve()} -> {path.resolve()} (input image B x 3 x {size[0]} x {size[1]} "
+          f"in [0,1], dynamic batch; heads: {', '.join(heads) or '-'})")
     if args.no_check:
         return 0
     try:
