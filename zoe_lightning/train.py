@@ -222,13 +222,17 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt,
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     run_dir = run_dir.resolve()
     print("\n" + "=" * 72)
-    print(f"run '{cfg.name}' finished in {run_dir} after {trainer.global_step} steps ({trainer.current_epoch} epochs)")
+    epochs = int(trainer.current_epoch)
+    print(f"run '{cfg.name}' finished in {run_dir} after {trainer.global_step} steps "
+          f"({epochs} epoch{'' if epochs == 1 else 's'})")
     keys = ["abs_rel", "rmse", "log_10", "a1", "a2", "a3"] if cfg.stage == "metric" else ["rel", "a1"]
     labels = {"abs_rel": "REL", "rmse": "RMSE", "log_10": "log10", "a1": "delta1", "a2": "delta2", "a3": "delta3",
               "rel": "REL (aligned disparity)"}
     domains = [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [None]
     for dom in domains:
         prefix = f"val/{dom}/" if dom and len(domains) > 1 else "val/"
+        if not any(prefix + k in metrics for k in keys):  # e.g. no validation image of this domain
+            continue
         print(f"\nvalidation metrics at step {trainer.global_step}{f' ({dom})' if dom and len(domains) > 1 else ''}:")
         for k in keys:
             if prefix + k in metrics:

@@ -124,7 +124,7 @@ def _train_until_first_step(tmp_path, sig):
     seen, deadline = b"", time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         seen += proc.stdout.read() or b""
-        if re.search(rb"\| *[1-9]\d*/\d+ \[", seen):
+        if re.search(rb"Epoch [^\r\n]*?\| *[1-9]\d*/\d+ \[", seen):  # the training bar, not the sanity check's
             break
         time.sleep(0.2)
     assert proc.poll() is None, seen.decode(errors="replace")[-2000:]
