@@ -132,10 +132,15 @@ class ValidationStep(Callback):
     Lightning logs them at its count of batches stepped *before* the current one is counted, one
     less than ``trainer.global_step`` after the same batches (the CSV said 449 where the checkpoint,
     the media files and ``summary.json`` say 450). Logging a ``step`` value sets the loggers' step;
-    Lightning then adds no ``epoch`` value of its own, so that is logged too."""
+    Lightning then adds no ``epoch`` value of its own, so that is logged too. ``step``: the step of
+    the last validation (None before the first)."""
+
+    def __init__(self) -> None:
+        self.step = None
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
+            self.step = int(trainer.global_step)
             for key, value in (("step", trainer.global_step), ("epoch", trainer.current_epoch)):
                 pl_module.log(key, float(value), on_step=False, on_epoch=True, logger=True, prog_bar=False,
                               sync_dist=False)

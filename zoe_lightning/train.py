@@ -229,11 +229,15 @@ def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt,
     labels = {"abs_rel": "REL", "rmse": "RMSE", "log_10": "log10", "a1": "delta1", "a2": "delta2", "a3": "delta3",
               "rel": "REL (aligned disparity)"}
     domains = [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [None]
+    from callbacks.console import ValidationStep
+
+    val_step = next((c.step for c in trainer.callbacks if isinstance(c, ValidationStep)), None)
+    at = f" at step {val_step}" if val_step is not None else ""
     for dom in domains:
         prefix = f"val/{dom}/" if dom and len(domains) > 1 else "val/"
         if not any(prefix + k in metrics for k in keys):  # e.g. no validation image of this domain
             continue
-        print(f"\nvalidation metrics at step {trainer.global_step}{f' ({dom})' if dom and len(domains) > 1 else ''}:")
+        print(f"\nlast validation metrics{at}{f' ({dom})' if dom and len(domains) > 1 else ''}:")
         for k in keys:
             if prefix + k in metrics:
                 print(f"  {labels[k]:<24} {metrics[prefix + k]:.4f}")

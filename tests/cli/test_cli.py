@@ -224,7 +224,7 @@ def test_plain_training_console_and_report(tmp_path, monkeypatch, capfd):
     assert val_steps == [2, 4]
     media = sorted(p.name for p in (run_dir / "csv" / "media").glob("val_depth_panels_step*.png"))
     assert media == ["val_depth_panels_step2.png", "val_depth_panels_step4.png"]
-    assert "validation metrics at step 4:" in report
+    assert "last validation metrics at step 4:" in report
     assert re.search(r"best validation REL: [\d.]+ at step [24]\n", report)
 
 
