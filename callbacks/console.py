@@ -164,9 +164,16 @@ _FILTER = _DropMessages()
 
 
 def quiet_lightning() -> None:
-    """Drop :data:`QUIET_MESSAGES` from Lightning's rank-zero info log (idempotent). Other messages,
-    and every warning, pass."""
+    """Drop :data:`QUIET_MESSAGES` from Lightning's rank-zero info log (idempotent), and two known
+    warnings that are not the user's to act on: augmentation deliberately lives in the module's
+    ``on_after_batch_transfer``, and Lightning's own pytree deprecation. Other messages and
+    warnings pass."""
+    import warnings
+
     import lightning_utilities.core.rank_zero as rank_zero
+
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
     for logger in {logging.getLogger("lightning.pytorch.utilities.rank_zero"), rank_zero.log}:
         if _FILTER not in logger.filters:
