@@ -11,6 +11,7 @@ CKPT ?=
 INPUT ?=
 OUTPUT ?= predictions
 ONNX ?= model.onnx
+RUNS_ROOT ?= runs
 RUNS ?=
 GROUP ?=
 SWEEP ?= head_variants
@@ -57,14 +58,21 @@ config: $(VENV)/.installed ## Print the resolved config of EXP with ARGS overrid
 experiments: $(VENV)/.installed ## List the experiment files
 	$(BIN)/zoe-lightning experiments
 
-eval: $(VENV)/.installed ## Evaluate CKPT with the paper's protocol on EXP's evaluation sets (ARGS overrides)
-	$(BIN)/zoe-lightning eval $(EXP) --ckpt $(CKPT) $(ARGS)
+# CKPT, or else the newest $(RUNS_ROOT)/<EXP>/*/checkpoints/best.ckpt (said in one line); one line when there is none
+FIND_CKPT = ckpt="$(CKPT)"; if [ -z "$$ckpt" ]; then \
+	  ckpt=$$(ls -t $(RUNS_ROOT)/$(EXP)/*/checkpoints/best.ckpt 2>/dev/null | head -n 1); \
+	  if [ -z "$$ckpt" ]; then echo "make $@: no CKPT given and no $(RUNS_ROOT)/$(EXP)/*/checkpoints/best.ckpt: train first (make train EXP=$(EXP)) or give CKPT=<checkpoint>" >&2; exit 2; fi; \
+	  echo "make $@: CKPT not given: using the newest best checkpoint of $(EXP), $$ckpt"; fi
 
-predict: $(VENV)/.installed ## Metric depth for INPUT (folder or images) from CKPT into OUTPUT
-	$(BIN)/zoe-lightning predict --ckpt $(CKPT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+eval: $(VENV)/.installed ## Evaluate CKPT (default: newest best.ckpt of EXP) on the TEST split of EXP's evaluation sets (ARGS="--split val ...")
+	@$(FIND_CKPT); $(BIN)/zoe-lightning eval $(EXP) --ckpt "$$ckpt" $(ARGS)
 
-export: $(VENV)/.installed ## Export CKPT to ONNX (ONNX=out.onnx)
-	$(BIN)/zoe-lightning export $(CKPT) --onnx $(ONNX) $(ARGS)
+predict: $(VENV)/.installed ## Metric depth for INPUT (folder or images) from CKPT (default: newest best.ckpt of EXP) into OUTPUT
+	@if [ -z "$(INPUT)" ]; then echo "make predict: give INPUT=<image or folder> (and OUTPUT=<folder>, default $(OUTPUT))" >&2; exit 2; fi
+	@$(FIND_CKPT); $(BIN)/zoe-lightning predict --ckpt "$$ckpt" --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+export: $(VENV)/.installed ## Export CKPT (default: newest best.ckpt of EXP) to ONNX (ONNX=out.onnx)
+	@$(FIND_CKPT); $(BIN)/zoe-lightning export --ckpt "$$ckpt" --onnx $(ONNX) $(ARGS)
 
 compare: $(VENV)/.installed ## Compare RUNS="dir ..." or GROUP=name: table + plots
 	$(BIN)/zoe-lightning compare $(RUNS) $(if $(GROUP),--group $(GROUP),) $(ARGS)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import check_init
 from .errors import RunInterrupted, TrainingDiverged
 
-__all__ = ["train", "build_trainer", "wandb_mode", "constant_baseline"]
+__all__ = ["train", "build_trainer", "wandb_mode", "constant_baseline", "baseline_text"]
 
 
 def wandb_mode(cfg: DictConfig) -> str:
@@ -146,14 +146,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
         DataProbe(), DivergenceGuard(cfg.trainer.max_bad_steps), SignalGuard(),
     ]
     cb = cfg.callbacks
+    # 1-based epochs, no v_num, no FLOPs column (see callbacks/console.py); plain text when rich=false
+    from callbacks.console import (EpochProgressBar, QuietModelSummary, RichEpochProgressBar, RichQuietModelSummary,
+                                   ValidationStep)
+
+    callbacks.append(ValidationStep())
     if cb.rich:
-        from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
-
-        callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
+        callbacks += [RichEpochProgressBar(leave=True), RichQuietModelSummary(max_depth=2)]
     else:  # plain text (Lightning would otherwise pick Rich whenever it is installed)
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        callbacks.append(TQDMProgressBar())
+        callbacks += [EpochProgressBar(), QuietModelSummary(max_depth=2)]
     multi = len(cfg.model.bins) > 1
     if cfg.stage == "metric" and (cb.depth_panels_every > 0 or cb.bin_centers or (cb.router_stats and multi)):
         from callbacks import BinCentersCallback, DepthPanelCallback, RouterStatsCallback
@@ -173,6 +174,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Optional[List
         val_check_interval=t.val_check_interval, log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic, default_root_dir=str(run_dir), logger=loggers or False,
         callbacks=callbacks, use_distributed_sampler=False, enable_progress_bar=True,
+        enable_model_summary=False,  # the summary callback above is the one
     )
     if t.limit_train_batches is not None:
         kwargs["limit_train_batches"] = t.limit_train_batches
@@ -211,35 +213,73 @@ def constant_baseline(datamodule, bins, max_train_samples: int = 256) -> Dict[st
     return results
 
 
-def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt) -> Dict[str, float]:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+def baseline_text(ours: float, const: float) -> str:
+    """``better by 12.0%`` / ``worse by 36.1%``: the model's REL against the constant predictor's."""
+    if not (const > 0) or ours != ours:
+        return "no comparison"
+    if ours < const:
+        return f"better by {100 * (1 - ours / const):.1f}%"
+    if ours > const:
+        return f"worse by {100 * (ours / const - 1):.1f}%"
+    return "the same"
+
+
+def _print_report(cfg, trainer, run_dir: Path, baseline: Dict[str, float], ckpt,
+                  metrics: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """The closing report (rank 0): final validation metrics, the constant baseline, the best
+    validation and where everything is; every path absolute, steps as ``trainer.global_step``."""
+    import json
+
+    if metrics is None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    run_dir = run_dir.resolve()
     print("\n" + "=" * 72)
-    print(f"run '{cfg.name}' finished in {run_dir}")
+    epochs = int(trainer.current_epoch)
+    print(f"run '{cfg.name}' finished in {run_dir} after {trainer.global_step} steps "
+          f"({epochs} epoch{'' if epochs == 1 else 's'})")
     keys = ["abs_rel", "rmse", "log_10", "a1", "a2", "a3"] if cfg.stage == "metric" else ["rel", "a1"]
     labels = {"abs_rel": "REL", "rmse": "RMSE", "log_10": "log10", "a1": "delta1", "a2": "delta2", "a3": "delta3",
               "rel": "REL (aligned disparity)"}
     domains = [b.name for b in cfg.model.bins] if cfg.stage == "metric" else [None]
+    from callbacks.console import ValidationStep
+
+    val_step = next((c.step for c in trainer.callbacks if isinstance(c, ValidationStep)), None)
+    at = f" at step {val_step}" if val_step is not None else ""
     for dom in domains:
         prefix = f"val/{dom}/" if dom else "val/"
-        print(f"\nvalidation metrics{f' ({dom})' if dom and len(domains) > 1 else ''}:")
+        if not any(prefix + k in metrics for k in keys):  # e.g. no validation image of this domain
+            continue
+        print(f"\nlast validation metrics{at}{f' ({dom})' if dom and len(domains) > 1 else ''}:")
         for k in keys:
             if prefix + k in metrics:
                 print(f"  {labels[k]:<24} {metrics[prefix + k]:.4f}")
         if dom in baseline and prefix + "abs_rel" in metrics:
             ours, const = metrics[prefix + "abs_rel"], baseline[dom]
-            print(f"  REL of the model vs best constant-depth predictor: {ours:.4f} vs {const:.4f} "
-                  f"({100 * (1 - ours / const):.1f}% lower)")
-    print(f"\ncheckpoints: best={ckpt.best_model_path or '-'}  last={ckpt.last_model_path or '-'}")
+            print(f"  REL vs the best constant-depth predictor: {ours:.4f} vs {const:.4f}, "
+                  f"{baseline_text(ours, const)}")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    monitor, best = summary.get("monitor"), summary.get("best") or {}
+    if monitor in best and summary.get("best_step") is not None:
+        print(f"\nbest validation {labels.get(monitor.split('/')[-1], monitor)}: {best[monitor]:.4f} "
+              f"at step {int(summary['best_step'])}")
+
+    def where(path) -> str:
+        return str(Path(path).resolve()) if path else "-"
+
+    print(f"\ncheckpoints: best={where(ckpt.best_model_path)}  last={where(ckpt.last_model_path)}")
     if cfg.logger.csv:
         print(f"CSV log:     {run_dir / 'csv' / 'metrics.csv'}")
+    if summary:
+        print(f"summary:     {summary_path}")
     if cfg.logger.wandb:
         mode = wandb_mode(cfg)
         runs = sorted((run_dir / "wandb").glob("offline-run-*")) if (run_dir / "wandb").exists() else []
-        where = runs[-1] if runs else run_dir / "wandb"
+        where_wandb = runs[-1] if runs else run_dir / "wandb"
         if mode == "offline":
-            print(f"W&B run:     {where} (offline) -> upload with: wandb sync {where}")
+            print(f"W&B run:     {where_wandb} (offline) -> upload with: wandb sync {where_wandb}")
         else:
-            print(f"W&B run:     mode={mode}, files in {where}")
+            print(f"W&B run:     mode={mode}, files in {where_wandb}")
     print("=" * 72)
     return metrics
 
@@ -347,11 +387,15 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         if found is not None:
             run_dir = found.parent.parent if found.parent.name == "checkpoints" else found.parent
         if _global_rank() == 0:
-            print(f"--resume auto: {'resuming from ' + resume if resume else 'no checkpoint found, starting fresh'}")
+            what = f"resuming from {found.resolve()}" if found is not None else "no checkpoint found, starting fresh"
+            print(f"--resume auto: {what}")
     if resume and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume: no such checkpoint: {resume}")
     if not resume:  # a resumed run restores every weight from its checkpoint
         check_init(cfg)
+    from callbacks.console import quiet_lightning
+
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir or _run_dir(cfg)
     if _global_rank() == 0:  # DDP: only rank 0 owns the run directory
@@ -364,6 +408,10 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         check_resume(resume, module, cfg)
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    from callbacks.console import quiet_wandb_logger
+
+    for logger in trainer.loggers:
+        quiet_wandb_logger(logger)
     # Processes that Lightning's DDP launcher starts during fit re-run this command: they find the
     # run directory (and --resume auto its checkpoint) through the environment.
     previous_id = os.environ.get(RUN_ID_ENV)
@@ -385,23 +433,22 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
     ckpt = trainer.checkpoint_callback
     # every rank: the baseline's metric syncs over processes; the report is printed by rank 0
     baseline = constant_baseline(datamodule, cfg.model.bins) if cfg.stage == "metric" else {}
-    if trainer.is_global_zero:
-        metrics = _print_report(cfg, trainer, run_dir, baseline, ckpt)
-    else:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
         _write_summary(cfg, trainer, run_dir, metrics, baseline, ckpt, resume)
     import wandb
 
     if wandb.run is not None:  # close the run so a follow-up or a second train() starts its own
         wandb.finish()
+    if trainer.is_global_zero:  # last, after W&B's closing lines
+        _print_report(cfg, trainer, run_dir, baseline, ckpt, metrics)
     result = {"metrics": metrics, "baseline": baseline, "run_dir": str(run_dir),
               "best": ckpt.best_model_path, "last": ckpt.last_model_path}
     if cfg.get("followup"):
         from .config import load_config
 
         best = ckpt.best_model_path or ckpt.last_model_path
-        print(f"\nfollow-up experiment '{cfg.followup}' initialised from {best}")
+        print(f"\nfollow-up experiment '{cfg.followup}' initialised from {Path(best).resolve()}")
         next_cfg = load_config(cfg.followup, [f"model.core_checkpoint={best}", f"output_dir={cfg.output_dir}"])
         result["followup"] = train(next_cfg, extra_callbacks=extra_callbacks)
     return result

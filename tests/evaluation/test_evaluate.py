@@ -217,13 +217,17 @@ def test_eval_cli_end_to_end(tiny_ckpt, tmp_path, capsys):
 
     out = tmp_path / "eval"
     rc = main(["eval", "quickstart", "--ckpt", str(tiny_ckpt), "--output", str(out), "--panels", "2",
-               "--no-wandb", "--split", "val", "--set", VAL_SET, "data.num_workers=0"])
+               "--no-wandb", "--split", "val", VAL_SET, "data.num_workers=0"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())["datasets"]["synthetic_indoor"]
     assert res["n_images"] == 3 and res["crop"] is None and res["max_depth"] == 10.0
     assert "| synthetic_indoor |" in (out / "results.md").read_text()
     assert sorted(p.name for p in (out / "panels" / "synthetic_indoor").iterdir()) == ["00000.png", "00001.png"]
-    assert "synthetic_indoor" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "synthetic_indoor" in printed
+    # the split and the datasets are said before scoring; paths are absolute
+    assert f"eval: {tiny_ckpt.resolve()} on the val split of: synthetic_indoor" in printed
+    assert f"results: {out.resolve() / 'results.md'}" in printed
 
     # independent computation: flip-averaged prediction, bilinear to GT size, clamp, per-image numpy metrics
     model = load_model(str(tiny_ckpt))
@@ -272,7 +276,7 @@ def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
            % (tmp_path / "kitti", kitti.split_file, tmp_path / "nyu", nyu.split_file))
     out = tmp_path / "eval"
     assert main(["eval", "quickstart", "--ckpt", str(tiny_ckpt), "--output", str(out), "--no-wandb", "--panels", "1",
-                 "--no-flip", "--set", val, "data.num_workers=0", "data.image_size=[48,64]"]) == 0
+                 "--no-flip", val, "data.num_workers=0", "data.image_size=[48,64]"]) == 0
     res = json.loads((out / "results.json").read_text())["datasets"]
     assert (res["kitti"]["crop"], res["kitti"]["max_depth"], res["kitti"]["n_images"]) == ("garg", 80.0, 1)
     assert (res["nyu"]["crop"], res["nyu"]["max_depth"], res["nyu"]["n_images"]) == ("eigen", 10.0, 1)

@@ -30,7 +30,7 @@ def test_export_cli_single_head_dynamic_batch(tmp_path, capsys):
 
     ckpt = make_checkpoint(tmp_path / "best.ckpt")
     onnx_path = tmp_path / "model.onnx"
-    assert main(["export", str(ckpt), "--onnx", str(onnx_path)]) == 0
+    assert main(["export", "--ckpt", str(ckpt), "--onnx", str(onnx_path)]) == 0
     out = capsys.readouterr().out
     assert "max abs error" in out
     model = load_model(str(ckpt))

@@ -78,7 +78,7 @@ def test_eval_equals_numpy_on_nyu_and_kitti_layouts(name, flip, checkpoints, lay
 
     out = tmp_path / "eval"
     args = ["eval", "quickstart", "--ckpt", str(checkpoints[name]), "--output", str(out), "--no-wandb",
-            "--batch-size", "2", "--set", layouts, "data.num_workers=0"]
+            "--batch-size", "2", layouts, "data.num_workers=0"]
     assert main(args + ([] if flip else ["--no-flip"])) == 0
     got = json.loads((out / "results.json").read_text())["datasets"]
     model = load_model(str(checkpoints[name]))
@@ -147,7 +147,7 @@ def test_two_process_gloo_eval_equals_single_process(checkpoints, tmp_path):
         out = tmp_path / f"d{devices}"
         cmd = [sys.executable, "-m", "zoe_lightning", "eval", "quickstart", "--ckpt", str(checkpoints["nk_trained"]),
                "--output", str(out), "--no-wandb", "--split", "val", "--device", "cpu", "--devices", str(devices),
-               "--panels", "4", "--set", val, "data.num_workers=0"]
+               "--panels", "4", val, "data.num_workers=0"]
         proc = subprocess.run(cmd, cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=400)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         if devices == 2:

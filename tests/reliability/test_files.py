@@ -72,7 +72,7 @@ def test_export_never_overwrites_the_checkpoint_or_other_files(ckpt, tmp_path, c
     (work / "out").mkdir()
     before = snapshot(work)
     onnx = {"ckpt": source, "txt": work / "notes.txt", "folder": work / "out"}[target]
-    rc = main(["export", str(source), "--onnx", str(onnx), "--no-check"])
+    rc = main(["export", "--ckpt", str(source), "--onnx", str(onnx), "--no-check"])
     user_error(capsys, rc, onnx)
     assert snapshot(work) == before
 
@@ -154,7 +154,7 @@ def test_predict_point_cloud_of_narrow_images(ckpt, tmp_path, capsys, width):
 def test_eval_batch_size_zero_is_one_line(ckpt, capsys):
     from zoe_lightning.cli import main
 
-    rc = main(["eval", "quickstart", "--ckpt", str(ckpt), "--batch-size", "0", "--no-wandb", "--set", VAL_SET])
+    rc = main(["eval", "quickstart", "--ckpt", str(ckpt), "--batch-size", "0", "--no-wandb", VAL_SET])
     user_error(capsys, rc, "--batch-size")
 
 
@@ -164,9 +164,9 @@ def test_non_finite_weights_are_refused(nan_ckpt, tmp_path, capsys, command):
 
     path, name = nan_ckpt
     src = image(tmp_path / "a.png", 8, 8)
-    argv = {"eval": ["eval", "quickstart", "--ckpt", str(path), "--no-wandb", "--set", VAL_SET],
+    argv = {"eval": ["eval", "quickstart", "--ckpt", str(path), "--no-wandb", VAL_SET],
             "predict": ["predict", "--ckpt", str(path), "--input", str(src), "--output", str(tmp_path / "o")],
-            "export": ["export", str(path), "--onnx", str(tmp_path / "m.onnx"), "--no-check"]}[command]
+            "export": ["export", "--ckpt", str(path), "--onnx", str(tmp_path / "m.onnx"), "--no-check"]}[command]
     user_error(capsys, main(argv), path, name, "NaN")
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.onnx").exists()
 

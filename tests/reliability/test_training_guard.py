@@ -85,7 +85,7 @@ def test_set_without_valid_pixels_stops_before_the_first_step(capsys, tmp_path, 
     (line,) = _errors(err)
     assert f"{key} (folder)" in line and "no valid depth pixel" in line
     assert not _checkpoints(tmp_path) and not list((tmp_path / "runs").glob("*/*/summary.json"))
-    assert "Epoch 0" not in err  # no training step ran
+    assert "Epoch 1" not in err  # no training step ran (the bar counts epochs from 1)
 
 
 def test_training_set_smaller_than_one_batch_stops_up_front(capsys, tmp_path):

@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from .protocol import CROP_CHOICES
 
-__all__ = ["add_arguments", "run", "load_checkpoint_model", "add_model_override_argument", "trainer_devices",
-           "check_finite_weights", "training_run"]
+__all__ = ["add_arguments", "run", "load_checkpoint_model", "add_checkpoint_arguments", "split_overrides",
+           "trainer_devices", "check_finite_weights", "training_run"]
 
 
 def load_checkpoint_model(path: str, preset: Optional[str] = None, overrides: Sequence[str] = ()):
@@ -92,35 +92,50 @@ def check_finite_weights(model, path: str) -> None:
         raise UserError(f"{path}: weight '{bad[0]}' holds NaN or inf values{more}; the checkpoint is unusable")
 
 
-def add_model_override_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-set", dest="model_overrides", nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE", help="overrides of the checkpoint's own config (e.g. "
-                        "model.keep_aspect_ratio=true model.bins.0.max_depth=80)")
+CKPT_HELP = "checkpoint: own .ckpt, released ZoeDepth .pt, MiDaS file, HF folder, ..."
+PRESET_HELP = "configuration of imported weights (zoed_m12_n, zoed_m12_k, zoed_m12_nk or an experiment)"
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt``, ``--preset`` and the key=value overrides of the checkpoint's own config (predict, export)."""
+    parser.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    parser.add_argument("--preset", default=None, help=PRESET_HELP)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides of the checkpoint's own config, anywhere on the line "
+                        "(e.g. model.keep_aspect_ratio=true model.bins.0.max_depth=80)")
+
+
+def split_overrides(overrides: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """``(experiment overrides, checkpoint overrides)``: ``model.*`` items change the checkpoint's
+    config (the model being evaluated), the others the experiment's (data, logger, ...)."""
+    model = [o for o in overrides if o.split("=", 1)[0].strip().startswith("model.")]
+    return [o for o in overrides if o not in model], model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment whose data.val lists the evaluation sets (and W&B settings)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of the experiment (before the options)")
-    parser.add_argument("--set", dest="set_overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="more experiment overrides, usable after the options (e.g. from make ARGS)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint: own .ckpt, released ZoeDepth .pt, HF folder, ...")
-    parser.add_argument("--preset", default=None, help="preset of imported weights (zoed_m12_n, zoed_m12_k, ...)")
-    add_model_override_argument(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides, anywhere on the line: model.* keys change the checkpoint's own config "
+                        "(e.g. model.keep_aspect_ratio=true), the others the experiment's (e.g. data.num_workers=0)")
+    parser.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    parser.add_argument("--preset", default=None, help=PRESET_HELP)
     parser.add_argument("--datasets", default=None,
                         help="comma-separated registry names instead of data.val (options from same-named entries)")
     parser.add_argument("--data-root", default=None, metavar="DIR",
                         help="file datasets without a 'root' option are read from DIR/<name>")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test; an entry's own "
+                        "'split' option wins)")
     parser.add_argument("--crop", default="auto", choices=CROP_CHOICES,
                         help="auto = each dataset's own protocol crop (default)")
     parser.add_argument("--no-flip", action="store_true", help="turn off flip test-time augmentation")
     parser.add_argument("--domain", default=None, help="head to use for every dataset (labeled router)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--num-workers", type=int, default=None, help="default: data.num_workers")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1, as the paper)")
+    parser.add_argument("--num-workers", type=int, default=None, help="loader processes (default: data.num_workers)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--devices", type=int, default=None, metavar="N",
                         help="processes (Lightning DDP; default: the launcher's, e.g. torchrun's, else 1)")
-    parser.add_argument("--output", default=None, help="folder for results.md / results.json / panels")
+    parser.add_argument("--output", default=None, help="folder for results.md / results.json / panels "
+                        "(default: <run>/eval/<time> beside the checkpoint)")
     parser.add_argument("--panels", type=int, default=0, metavar="N", help="save colourised panels of the first N "
                         "samples of each dataset")
     parser.add_argument("--reference", default=None, help="results.json of a reference model: adds mRID / mRIθ")
@@ -146,10 +161,20 @@ def trainer_devices(device: Optional[str], devices: Optional[int]) -> Tuple[str,
     return accelerator, count, nodes
 
 
+def scoring_line(ckpt: str, split: str, entries: Sequence) -> str:
+    """``eval: <checkpoint> on the test split of: nyu, kitti`` (an entry's own split is named with it)."""
+    names = []
+    for e in entries:
+        own = (e.options or {}).get("split") if e.options is not None else None
+        names.append(f"{e.name} ({own} split)" if own and str(own) != split else str(e.name))
+    return f"eval: {Path(ckpt).resolve()} on the {split} split of: {', '.join(names) or '-'}"
+
+
 def run(args: argparse.Namespace) -> int:
     import lightning as L
     from omegaconf import OmegaConf
 
+    from callbacks.console import quiet_lightning, quiet_wandb_logger
     from data_modules.evaluation import EvalDataModule, dataset_entries
 
     from ..config import load_config
@@ -160,15 +185,17 @@ def run(args: argparse.Namespace) -> int:
     for option, value, low in (("--batch-size", args.batch_size, 1), ("--num-workers", args.num_workers, 0)):
         if value is not None and value < low:
             raise UserError(f"{option} must be >= {low}, got {value}")
-    exp_cfg = load_config(args.experiment, list(args.overrides) + list(args.set_overrides))
-    model, model_cfg, payload = _load_checkpoint(args.ckpt, args.preset, args.model_overrides)
+    exp_overrides, model_overrides = split_overrides(args.overrides)
+    exp_cfg = load_config(args.experiment, exp_overrides)
+    model, model_cfg, payload = _load_checkpoint(args.ckpt, args.preset, model_overrides)
     train_link = training_run(str(args.ckpt), payload)
     del payload  # the file's other content (optimizer state, ...) is not needed
     domains = list(getattr(model, "domains", []) or [b.name for b in exp_cfg.model.bins])
     if args.domain and args.domain not in domains:
         raise UserError(f"--domain {args.domain!r} is not a head of this model (heads: {', '.join(domains)})")
     names = [n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets else None
-    data = EvalDataModule(cfg=exp_cfg, entries=dataset_entries(exp_cfg, names, args.data_root), split=args.split,
+    entries = dataset_entries(exp_cfg, names, args.data_root)
+    data = EvalDataModule(cfg=exp_cfg, entries=entries, split=args.split,
                           domains=domains, domain=args.domain, crop=args.crop, batch_size=args.batch_size,
                           num_workers=exp_cfg.data.num_workers if args.num_workers is None else args.num_workers)
     reference = read_reference(args.reference) if args.reference else None
@@ -185,18 +212,23 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split, "flip_tta": not args.no_flip, "crop": args.crop, "domain": args.domain,
             "datasets": [str(e.name) for e in data.entries], "data_root": args.data_root,
             "batch_size": args.batch_size, "world_size": world, "reference": args.reference,
-            "model_overrides": list(args.model_overrides), "overrides": list(args.overrides) + list(args.set_overrides),
+            "model_overrides": list(model_overrides), "overrides": list(exp_overrides),
             "model": OmegaConf.to_container(model_cfg.model, resolve=True)
             if model_cfg is not None and "model" in model_cfg else None,
             **train_link,
         }
     logger = None if args.no_wandb else wandb_logger(exp_cfg, out_dir, wandb_config)
+    quiet_lightning()
+    if logger is not None:
+        quiet_wandb_logger(logger)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=nodes, strategy="ddp" if world > 1 else "auto",
         precision="32-true", logger=logger if logger is not None else False, enable_checkpointing=False,
         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out_dir),
         callbacks=[EvalPanels(out_dir / "panels", args.panels)] if args.panels else [],
     )
+    if trainer.is_global_zero:
+        print(scoring_line(args.ckpt, args.split, entries))
     trainer.test(module, datamodule=data, verbose=False)
     results = module.test_results
     if reference is not None:
@@ -211,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             "backbone": str(model_cfg.model.backbone) if model_cfg is not None and "model" in model_cfg else None}
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2))
     (out_dir / "results.md").write_text(results_markdown(results, f"{exp_cfg.name}: {Path(args.ckpt).name}"))
+    out_dir = out_dir.resolve()
     print(f"\nresults: {out_dir / 'results.md'} and {out_dir / 'results.json'}")
     if args.panels:
         print(f"panels:  {out_dir / 'panels'}")

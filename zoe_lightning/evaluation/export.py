@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from .evaluate import add_model_override_argument
+from .evaluate import add_checkpoint_arguments
 
 __all__ = ["add_arguments", "run", "OnnxDepthModel", "export_onnx", "check_onnx"]
 
@@ -147,14 +147,12 @@ def check_onnx(model, path, size: Sequence[int], batch: int = 3, tol: float = 1e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ckpt", help="checkpoint: own .ckpt, released ZoeDepth .pt, HF folder, ...")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--onnx", required=True, help="output .onnx file")
-    parser.add_argument("--preset", default=None, help="preset of imported weights (zoed_m12_n, zoed_m12_k, ...)")
-    add_model_override_argument(parser)
     parser.add_argument("--height", type=int, default=None, help="input height baked into the graph "
                         "(default: the model's network height; other sizes are resized inside the graph)")
     parser.add_argument("--width", type=int, default=None, help="input width (default: network width)")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     parser.add_argument("--tol", type=float, default=1e-4, help="allowed onnxruntime vs PyTorch error (default 1e-4)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
 
@@ -182,15 +180,15 @@ def run(args: argparse.Namespace) -> int:
     from .evaluate import load_checkpoint_model
 
     check_target(args.onnx, args.ckpt)
-    model, _ = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
+    model, _ = load_checkpoint_model(args.ckpt, args.preset, args.overrides)
     model = model.cpu().float().eval()
     prep = getattr(model, "prep", None)
     net = list(getattr(prep, "img_size", [384, 512]))
     size = (args.height or net[0], args.width or net[1])
     path = export_onnx(model, args.onnx, size, args.opset)
     heads = list(getattr(model, "domains", []) or [])
-    print(f"exported {args.ckpt} -> {path} (input image B x 3 x {size[0]} x {size[1]} in [0,1], dynamic batch; "
-          f"heads: {', '.join(heads) or '-'})")
+    print(f"exported {Path(args.ckpt).resolve()} -> {path.resolve()} (input image B x 3 x {size[0]} x {size[1]} "
+          f"in [0,1], dynamic batch; heads: {', '.join(heads) or '-'})")
     if args.no_check:
         return 0
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
-from .evaluate import add_model_override_argument
+from .evaluate import add_checkpoint_arguments
 
 __all__ = [
     "add_arguments",
@@ -159,9 +159,7 @@ def write_outputs(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoint: own .ckpt, released ZoeDepth .pt, HF folder, ...")
-    parser.add_argument("--preset", default=None, help="preset of imported weights (zoed_m12_n, zoed_m12_k, ...)")
-    add_model_override_argument(parser)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
@@ -184,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colour map of the colourised PNG")
     parser.add_argument("--vmin", type=float, default=None, help="colour range (default: per-image min)")
     parser.add_argument("--vmax", type=float, default=None, help="colour range (default: per-image max)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
 
 
@@ -214,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise UserError(f"--input: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.input)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = load_checkpoint_model(args.ckpt, args.preset, args.model_overrides)
+    model, _ = load_checkpoint_model(args.ckpt, args.preset, args.overrides)
     model = model.to(device)
     prep = getattr(model, "prep", None)
     if prep is not None and (args.keep_aspect or args.squash):
@@ -259,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     written += 1
             bar.advance(task, len(chunk))
-    print(f"{written} image(s) written -> {out_dir} ({', '.join(kinds)})"
+    print(f"{written} image(s) written -> {out_dir.resolve()} ({', '.join(kinds)})"
           + (f"; {len(skipped)} skipped" if skipped else ""))
     for path, why in skipped:
         print(f"  skipped {path}: {why}", file=sys.stderr)

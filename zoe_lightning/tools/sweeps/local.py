@@ -75,10 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--override", action="append", default=[],
                         help="key=value added to every run (repeatable; e.g. trainer.max_epochs=1)")
     parser.add_argument("--slurm", action="store_true", help="write and submit a SLURM job array instead")
-    parser.add_argument("--partition", default=None)
+    parser.add_argument("--partition", default=None, help="SLURM partition (with --slurm)")
     parser.add_argument("--time", default=None, help="SLURM time limit per run, e.g. 24:00:00")
-    parser.add_argument("--account", default=None)
-    parser.add_argument("--gpus-per-run", type=int, default=1)
+    parser.add_argument("--account", default=None, help="SLURM account (with --slurm)")
+    parser.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each SLURM array task (default 1)")
     parser.add_argument("--max-concurrent", type=int, default=None, help="SLURM array throttle (%%N)")
 
 
