@@ -108,18 +108,21 @@ def metric_figure(table: Mapping[str, Any], runs: Sequence[RunRecord], which: st
         base = base_row["mean"].get(key, math.nan) if base_row else math.nan
         if not math.isnan(base):
             ax.axhline(base, label=f"{BASELINE_LABEL} ({base:.3f})", **BASELINE_STYLE)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
             shown.append(base)
         if shown:
             lo, hi = min(shown), max(shown)
             pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 0.05
             bottom = 0.0 if lo >= 0 and lo - pad <= 0.5 * hi else lo - pad  # zoom in when values are close
-            ax.set_ylim(bottom, hi + pad)
+            ax.set_ylim(bottom, hi + 2 * pad)
+            if bottom != 0.0:
+                ax.text(0.01, 0.01, f"y axis starts at {bottom:.3g}, not 0", transform=ax.transAxes, fontsize=7,
+                        color="0.3", va="bottom")
         for x, m, s, row in zip(xs, means, stds, table["rows"]):
             if not math.isnan(m):
                 text = f"{m:.3f}" + (f"\n± {s:.3f}" if row["n"] > 1 else "\nn=1")
-                ax.annotate(text, (x, m), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                            fontsize=7)
+                ax.annotate(text, (x, m + s), xytext=(0, 3), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7)
         ax.set_xticks(xs)
         ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
