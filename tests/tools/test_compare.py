@@ -282,6 +282,9 @@ def test_compare_logs_table_and_plots_to_an_offline_wandb_run(with_baseline, tmp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = compare([with_baseline], group="g", output=tmp_path / "on", log_wandb=True)
+    import wandb
+
+    wandb.teardown()  # the run file is complete once W&B's service has stopped (as at the end of the CLI)
     (run_dir,) = (tmp_path / "on" / "wandb").glob("offline-run-*")
     assert str(run_dir.resolve()) in out["wandb"]
     run = read_run(run_dir)
