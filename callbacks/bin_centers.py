@@ -10,20 +10,20 @@ from lightning.pytorch import Callback
 
 from zoe_lightning.evaluation import viz
 
-from .depth_panels import _active, _caption, log_images, sample_item
+from .depth_panels import _active, _caption, domain_key, log_images, sample_domain, sample_item
 
 __all__ = ["BinCentersCallback"]
 
 
 class BinCentersCallback(Callback):
-    """Once per validation epoch, plot sorted bin centres vs. bin index and a GT histogram.
+    """Once per validation epoch and domain, plot sorted bin centres vs. bin index and a GT histogram.
 
-    Uses the first validation batch whose outputs carry ``bin_centers`` (``(B, N, h, w)`` or
-    ``(B, N)``) and its first sample: the centres at the centre pixel ``(h // 2, w // 2)``
-    are sorted and plotted (with the GT and predicted depth at the centre of the GT map as
-    reference lines) next to a histogram of that sample's valid GT depths.  Logged as
-    ``val/bin_centers`` to every WandbLogger and to ``<log dir>/media/val_bin_centers_step<N>.png``.
-    Heads without bins (``bin_centers`` missing / None) are ignored.
+    For each domain, the first validation sample of that domain whose outputs carry
+    ``bin_centers`` (``(B, N, h, w)`` or ``(B, N)``) is used: the centres at the centre pixel
+    ``(h // 2, w // 2)`` are sorted and plotted (with the GT and predicted depth at the centre of
+    the GT map as reference lines) next to a histogram of that sample's valid GT depths.  Logged as
+    ``val/bin_centers/<domain>`` to every WandbLogger and to
+    ``<log dir>/media/val_bin_centers_<domain>_step<N>.png``.  Heads without bins are ignored.
     """
 
     KEY = "val/bin_centers"
@@ -31,20 +31,29 @@ class BinCentersCallback(Callback):
     def __init__(self, log_sanity_check: bool = False) -> None:
         super().__init__()
         self.log_sanity_check = log_sanity_check
-        self._done = False
+        self._done: set[str] = set()
         self.last_path: Path | None = None
+        self.last_paths: dict[str, Path] = {}
         self.last_centers: np.ndarray | None = None
+        self.centers: dict[str, np.ndarray] = {}
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._done = False
+        self._done = set()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._done or not _active(trainer, self.log_sanity_check) or not isinstance(outputs, Mapping):
+        if not _active(trainer, self.log_sanity_check) or not isinstance(outputs, Mapping):
             return
         bins = outputs.get("bin_centers")
         if bins is None or bins.ndim < 2 or bins.shape[0] == 0:
             return
-        b0 = bins[0]
+        for i in range(int(bins.shape[0])):
+            dom = sample_domain(outputs, i)
+            if dom not in self._done:
+                self._done.add(dom)
+                self._plot(trainer, outputs, bins, i, dom)
+
+    def _plot(self, trainer, outputs, bins, i: int, dom: str) -> None:
+        b0 = bins[i]
         if b0.ndim >= 3:
             h, w = b0.shape[-2], b0.shape[-1]
             b0 = b0[..., h // 2, w // 2]
@@ -53,23 +62,26 @@ class BinCentersCallback(Callback):
         gt = valid = None
         gt_c = pred_c = None
         if outputs.get("depth") is not None:
-            gt = viz.to_numpy(outputs["depth"][0]).astype(np.float64)
+            gt = viz.to_numpy(outputs["depth"][i]).astype(np.float64)
             gt = gt.reshape(gt.shape[-2], gt.shape[-1])
             valid_t = outputs.get("valid")
-            valid = viz.to_numpy(valid_t[0]).astype(bool).reshape(gt.shape) if valid_t is not None else None
+            valid = viz.to_numpy(valid_t[i]).astype(bool).reshape(gt.shape) if valid_t is not None else None
             cy, cx = gt.shape[0] // 2, gt.shape[1] // 2
             if valid is None or valid[cy, cx]:
                 gt_c = float(gt[cy, cx])
             if outputs.get("pred") is not None:
-                pred = viz.to_numpy(outputs["pred"][0]).astype(np.float64)
+                pred = viz.to_numpy(outputs["pred"][i]).astype(np.float64)
                 pred_c = float(pred.reshape(pred.shape[-2], pred.shape[-1])[cy, cx])
-        max_depth = sample_item(outputs.get("max_depth"), 0, None)
-        caption = _caption(outputs, 0)
+        max_depth = sample_item(outputs.get("max_depth"), i, None)
+        caption = _caption(outputs, i, int(trainer.global_step))
         arr = viz.bin_centers_figure(
             centers, gt, valid, gt_center=gt_c, pred_center=pred_c,
             max_depth=None if max_depth is None else float(max_depth),
-            title=f"{caption} | {len(centers)} bins" if caption else f"{len(centers)} bins",
+            title=f"{caption} · {len(centers)} bins",
         )
         self.last_centers = centers
-        self.last_path = log_images(trainer, self.KEY, [arr], [caption or "bin centres"])
-        self._done = True
+        self.centers[dom] = centers
+        path = log_images(trainer, domain_key(self.KEY, dom), [arr], [caption])
+        if path is not None:
+            self.last_paths[dom] = path
+            self.last_path = path

@@ -6,6 +6,7 @@ when reached from rank zero only); they resolve the same directory locally inste
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,8 @@ __all__ = [
     "log_images",
     "log_metrics",
     "sample_item",
+    "sample_domain",
+    "domain_key",
 ]
 
 _WARNED: set[str] = set()
@@ -128,40 +131,63 @@ def _active(trainer, log_sanity_check: bool) -> bool:
     return True
 
 
-def _caption(outputs: Mapping, i: int, vmin: float | None = None, vmax: float | None = None) -> str:
+def _name_of(outputs: Mapping, idx: Any) -> str | None:
+    if idx is None:
+        return None
+    idx = int(idx)
+    names = outputs.get("domain_names")
+    return names[idx] if names is not None and 0 <= idx < len(names) else str(idx)
+
+
+def sample_domain(outputs: Mapping, i: int) -> str:
+    """The domain of sample ``i``: ``outputs["domain"]``, else the name of its domain label,
+    else its dataset name, else ``"all"``."""
+    dom = sample_item(outputs.get("domain"), i)
+    if dom is None:
+        label = sample_item(outputs.get("domain_label"), i)
+        dom = _name_of(outputs, label) if label is not None and int(label) >= 0 else None
+    if dom is None:
+        dom = sample_item(outputs.get("dataset"), i)
+    return str(dom) if dom is not None else "all"
+
+
+def _caption(outputs: Mapping, i: int, step: int | None = None, rel: float | None = None) -> str:
+    """``dataset X · domain Y · step N · REL r · head Z`` for sample ``i`` (parts that are known)."""
     parts = []
     dataset = sample_item(outputs.get("dataset"), i)
     if dataset is not None:
-        parts.append(str(dataset))
+        parts.append(f"dataset {dataset}")
+    parts.append(f"domain {sample_domain(outputs, i)}")
+    if step is not None:
+        parts.append(f"step {int(step)}")
+    if rel is not None and np.isfinite(rel):
+        parts.append(f"REL {rel:.3f}")
     names = outputs.get("domain_names")
-    label = sample_item(outputs.get("domain_label"), i)
     head = sample_item(outputs.get("domain_index"), i)
+    if head is not None and names is not None and len(names) > 1:
+        parts.append(f"head {_name_of(outputs, head)}")
+    return " · ".join(parts)
 
-    def _name(idx):
-        if idx is None:
-            return None
-        idx = int(idx)
-        return names[idx] if names is not None and 0 <= idx < len(names) else str(idx)
 
-    if label is not None:
-        parts.append(f"label={_name(label)}")
-    if head is not None:
-        parts.append(f"head={_name(head)}")
-    if vmin is not None and vmax is not None:
-        parts.append(f"range {vmin:.3g}-{vmax:.3g} m")
-    return " | ".join(parts)
+def domain_key(key: str, domain: str) -> str:
+    """``<key>/<domain>`` with characters other than letters, digits, ``_ . -`` replaced by ``_``."""
+    return f"{key}/{re.sub(r'[^A-Za-z0-9_.-]', '_', domain)}"
 
 
 # ----------------------------------------------------------------------------- callback
 class DepthPanelCallback(Callback):
-    """Log ``image | GT | prediction | abs-rel error`` panels during validation.
+    """Log labelled ``image | ground truth | prediction | error`` panels during validation,
+    one set per domain.
 
-    Validation batches with ``batch_idx % every_n_steps == 0`` contribute samples until
-    ``n_panels`` panels are collected for the epoch (at most ``max_per_batch`` per batch,
-    all remaining if ``None``).  Depth colours use a fixed per-sample range
-    ``[min_depth, max_depth]`` from the outputs (the domain's evaluation range), so colours
-    are comparable across steps.  At the end of the validation epoch the panels go to every
-    WandbLogger as ``val/depth_panels`` and to ``<log dir>/media/val_depth_panels_step<N>.png``.
+    Each domain gets up to ``n_panels`` samples per validation epoch (at most ``max_per_batch``
+    per batch), taken from batches with ``batch_idx % every_n_steps == 0`` or holding a domain
+    that has no panel yet (so every domain of a mixed run, e.g. NYU and KITTI, is shown).
+    Colours of ground truth and prediction span :func:`zoe_lightning.evaluation.viz.depth_range`
+    (0 to the domain's ``max_depth``, the rule ``eval --panels`` uses too); the error tile shows
+    the signed relative error on a diverging palette.  Each panel carries column titles, colour
+    bars with their scales, the dataset / domain, the step and the sample's REL.  At the end of
+    the validation epoch each domain's panels go to every WandbLogger as
+    ``val/depth_panels/<domain>`` and to ``<log dir>/media/val_depth_panels_<domain>_step<N>.png``.
     """
 
     KEY = "val/depth_panels"
@@ -171,9 +197,9 @@ class DepthPanelCallback(Callback):
         every_n_steps: int = 50,
         n_panels: int = 4,
         max_per_batch: int | None = None,
-        cmap: str = "magma_r",
-        err_cmap: str = "inferno",
-        err_max: float = 0.5,
+        cmap: str = viz.DEPTH_CMAP,
+        err_cmap: str = viz.ERR_CMAP,
+        err_max: float = viz.ERR_MAX,
         log_sanity_check: bool = False,
     ) -> None:
         super().__init__()
@@ -188,45 +214,56 @@ class DepthPanelCallback(Callback):
         self.err_cmap = err_cmap
         self.err_max = float(err_max)
         self.log_sanity_check = log_sanity_check
-        self._panels: list[np.ndarray] = []
-        self._captions: list[str] = []
+        self._panels: dict[str, list[np.ndarray]] = {}
+        self._captions: dict[str, list[str]] = {}
         self.last_path: Path | None = None
+        self.last_paths: dict[str, Path] = {}
+        self.last_ranges: dict[str, list[tuple[float, float]]] = {}
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._panels, self._captions = [], []
+        self._panels, self._captions, self.last_ranges = {}, {}, {}
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx % self.every_n_steps != 0 or len(self._panels) >= self.n_panels:
-            return
         if not _active(trainer, self.log_sanity_check) or not isinstance(outputs, Mapping):
             return
         if any(outputs.get(k) is None for k in ("image", "depth", "pred")):
             return
         batch_size = int(outputs["depth"].shape[0])
-        take = min(batch_size, self.n_panels - len(self._panels))
-        if self.max_per_batch is not None:
-            take = min(take, int(self.max_per_batch))
+        domains = [sample_domain(outputs, i) for i in range(batch_size)]
+        if batch_idx % self.every_n_steps != 0 and all(d in self._panels for d in domains):
+            return
         valid_all = outputs.get("valid")
-        for i in range(take):
+        taken = 0
+        step = int(trainer.global_step)
+        for i, dom in enumerate(domains):
+            if self.max_per_batch is not None and taken >= int(self.max_per_batch):
+                break
+            if len(self._panels.get(dom, [])) >= self.n_panels:
+                continue
             gt = viz.to_numpy(outputs["depth"][i])
             valid = viz.to_numpy(valid_all[i]).astype(bool) if valid_all is not None else None
-            vmin = sample_item(outputs.get("min_depth"), i, 0.0)
-            vmax = sample_item(outputs.get("max_depth"), i, None)
-            if vmax is None:
-                ok = np.isfinite(gt) & (gt > 0) & (valid if valid is not None else True)
-                vmax = float(gt[ok].max()) if ok.any() else 1.0
-            vmin, vmax = float(vmin), float(vmax)
-            panel = viz.depth_panel(
-                outputs["image"][i], gt, outputs["pred"][i], valid, vmin, vmax,
+            pred = viz.to_numpy(outputs["pred"][i])
+            vmin, vmax = viz.depth_range(sample_item(outputs.get("min_depth"), i, None),
+                                         sample_item(outputs.get("max_depth"), i, None), gt, valid)
+            rel = viz.sample_abs_rel(gt, pred, valid)
+            caption = _caption(outputs, i, step, rel)
+            panel = viz.labelled_depth_panel(
+                outputs["image"][i], gt, pred, valid, vmin, vmax, header=caption,
                 cmap=self.cmap, err_cmap=self.err_cmap, err_max=self.err_max,
             )
-            self._panels.append(panel)
-            cap = _caption(outputs, i, vmin, vmax)
-            self._captions.append(f"{cap} | batch {batch_idx}" if cap else f"batch {batch_idx}")
+            self._panels.setdefault(dom, []).append(panel)
+            self._captions.setdefault(dom, []).append(f"{caption} · batch {batch_idx}")
+            self.last_ranges.setdefault(dom, []).append((vmin, vmax))
+            taken += 1
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self._panels:
             return
         if _active(trainer, self.log_sanity_check):
-            self.last_path = log_images(trainer, self.KEY, self._panels, self._captions)
-        self._panels, self._captions = [], []
+            self.last_paths = {}
+            for dom, panels in self._panels.items():
+                path = log_images(trainer, domain_key(self.KEY, dom), panels, self._captions[dom])
+                if path is not None:
+                    self.last_paths[dom] = path
+                    self.last_path = path
+        self._panels, self._captions = {}, {}

@@ -282,9 +282,11 @@ def test_eval_real_readers_use_their_protocol(tiny_ckpt, tmp_path):
     assert (res["nyu"]["crop"], res["nyu"]["max_depth"], res["nyu"]["n_images"]) == ("eigen", 10.0, 1)
     from PIL import Image
 
-    # panels are image | GT | prediction | error at GT resolution: native size despite data.image_size
-    assert Image.open(out / "panels" / "kitti" / "00000.png").size == (4 * 1216, 352)
-    assert Image.open(out / "panels" / "nyu" / "00000.png").size == (4 * 640, 480)
+    # panels are image | GT | prediction | error at GT resolution (native size despite data.image_size),
+    # with titles above and colour bars below
+    for name, (w, h) in (("kitti", (1216, 352)), ("nyu", (640, 480))):
+        width, height = Image.open(out / "panels" / name / "00000.png").size
+        assert width == 4 * w and h + 40 < height < h + 200
 
 
 def test_dataset_entries_from_names_and_data_root():

@@ -165,3 +165,84 @@ def test_predict_cli_all_unreadable_is_an_error(tiny_ckpt, tmp_path, capsys):
     assert "could be read" in capsys.readouterr().err
     assert main(["predict", "--ckpt", str(tiny_ckpt), "--input", str(bad), "--output", str(tmp_path / "o"),
                  "--save", "png16,exr"]) == 2
+
+
+def _cmap_bytes(name, x):
+    import matplotlib
+
+    return np.round(np.asarray(matplotlib.colormaps[name](x))[:3] * 255).astype(np.uint8)
+
+
+def test_range_option_is_validated_in_one_line():
+    from zoe_lightning.errors import UserError
+    from zoe_lightning.evaluation.predict import parse_range
+
+    assert parse_range("0,10") == (0.0, 10.0)
+    assert parse_range(" 0.5 , 80 ") == (0.5, 80.0)
+    for bad in ("10,0", "5,5", "-1,3", "a,b", "10", "0,10,20", "0,inf", "nan,1"):
+        with pytest.raises(UserError, match=r"--range .*LO,HI") as err:
+            parse_range(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_fixed_range_clamps_and_default_is_per_image(tmp_path):
+    from zoe_lightning.evaluation.predict import color_range, write_outputs
+
+    depth = np.array([[2.0, 5.0], [12.0, -1.0]], dtype=np.float32)
+    image = torch.zeros(3, 2, 2)
+    lo, hi, how = color_range(depth, (0.0, 10.0))
+    assert (lo, hi) == (0.0, 10.0) and "--range" in how
+    write_outputs(depth, image, tmp_path, "fixed", ["color"], vmin=lo, vmax=hi)
+    rgb = np.asarray(Image.open(tmp_path / "fixed_color.png"))
+    np.testing.assert_array_equal(rgb[0, 0], _cmap_bytes("magma_r", 0.2))
+    np.testing.assert_array_equal(rgb[0, 1], _cmap_bytes("magma_r", 0.5))
+    np.testing.assert_array_equal(rgb[1, 0], _cmap_bytes("magma_r", 1.0))  # 12 m clamped to 10 m
+    np.testing.assert_array_equal(rgb[1, 1], _cmap_bytes("magma_r", 0.0))  # -1 m clamped to 0 m
+    # default: the image's own min (-1) and max (12)
+    assert color_range(depth)[:2] == (-1.0, 12.0)
+    write_outputs(depth, image, tmp_path, "auto", ["color"])
+    rgb = np.asarray(Image.open(tmp_path / "auto_color.png"))
+    np.testing.assert_array_equal(rgb[1, 0], _cmap_bytes("magma_r", 1.0))
+    np.testing.assert_array_equal(rgb[0, 0], _cmap_bytes("magma_r", 3 / 13))
+
+
+def test_colorbar_is_appended_below_the_depth_map(tmp_path):
+    from zoe_lightning.evaluation.predict import write_outputs
+
+    depth = np.linspace(1, 9, 40 * 300, dtype=np.float32).reshape(40, 300)
+    write_outputs(depth, torch.zeros(3, 40, 300), tmp_path, "plain", ["color"], vmin=0.0, vmax=10.0)
+    write_outputs(depth, torch.zeros(3, 40, 300), tmp_path, "bar", ["color"], vmin=0.0, vmax=10.0, colorbar=True)
+    plain = np.asarray(Image.open(tmp_path / "plain_color.png"))
+    bar = np.asarray(Image.open(tmp_path / "bar_color.png"))
+    assert plain.shape == (40, 300, 3) and bar.shape[1] == 300 and bar.shape[0] > 40 + 20
+    np.testing.assert_array_equal(bar[:40], plain)  # the depth map itself is unchanged
+    strip = bar[40:].astype(int)
+    for x in (0.0, 1.0):  # both ends of the palette appear in the bar
+        assert (np.abs(strip - _cmap_bytes("magma_r", x).astype(int)).sum(axis=2) <= 6).any()
+    assert (strip.min(axis=2) < 60).sum() > 20  # tick labels / caption text
+
+
+def test_predict_cli_prints_the_range_of_each_image(tiny_ckpt, tmp_path, capsys):
+    from zoe_lightning.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_image(src / "a.png", 24, 32, 0)
+    _write_image(src / "b.png", 24, 32, 1)
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(out), "--save", "color,npy",
+                 "--range", "0,10", "--colorbar"]) == 0
+    text = capsys.readouterr().out
+    for name in ("a.png", "b.png"):
+        line = next(ln for ln in text.splitlines() if name in ln and "colour range" in ln)
+        assert "0-10 m (fixed, --range)" in line
+    assert np.asarray(Image.open(out / "a_color.png")).shape[0] > 24  # with its colour bar
+    out2 = tmp_path / "out2"
+    assert main(["predict", "--ckpt", str(tiny_ckpt), "--input", str(src / "a.png"), "--output", str(out2)]) == 0
+    text = capsys.readouterr().out
+    depth = np.load(out / "a_depth.npy")
+    assert f"colour range {depth.min():.3g}-{depth.max():.3g} m (this image's min-max)" in text
+    assert np.asarray(Image.open(out2 / "a_color.png")).shape == (24, 32, 3)  # no colour bar by default
+    assert main(["predict", "--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(out2),
+                 "--range", "10,0"]) == 2
+    assert "--range 10,0" in capsys.readouterr().err

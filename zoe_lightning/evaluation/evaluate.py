@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         accelerator=accelerator, devices=devices, num_nodes=nodes, strategy="ddp" if world > 1 else "auto",
         precision="32-true", logger=logger if logger is not None else False, enable_checkpointing=False,
         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out_dir),
-        callbacks=[EvalPanels(out_dir / "panels", args.panels)] if args.panels else [],
+        callbacks=[EvalPanels(out_dir / "panels", args.panels, Path(args.ckpt).name)] if args.panels else [],
     )
     if trainer.is_global_zero:
         print(scoring_line(args.ckpt, args.split, entries))

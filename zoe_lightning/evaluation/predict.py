@@ -25,6 +25,8 @@ __all__ = [
     "output_names",
     "encode_png16",
     "write_outputs",
+    "parse_range",
+    "color_range",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -107,6 +109,34 @@ def encode_png16(depth) -> Any:
     return np.clip(np.round(d * PNG16_SCALE), 0, 65535).astype(np.uint16)
 
 
+def parse_range(text: str) -> Tuple[float, float]:
+    """``"LO,HI"`` (metres) -> ``(LO, HI)`` with ``0 <= LO < HI``, finite; else a one-line UserError."""
+    import math
+
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise UserError(f"--range {text}: expected LO,HI in metres with 0 <= LO < HI (e.g. --range 0,10)")
+    return lo, hi
+
+
+def color_range(depth, vrange: Optional[Tuple[float, float]] = None) -> Tuple[float, float, str]:
+    """``(lo, hi, how)``: the fixed ``vrange`` when given, else this depth map's finite min and max
+    (per-image normalisation, the default)."""
+    import numpy as np
+
+    if vrange is not None:
+        return float(vrange[0]), float(vrange[1]), "fixed, --range"
+    d = np.asarray(depth, dtype=np.float64)
+    finite = d[np.isfinite(d)]
+    if not finite.size:
+        return 0.0, 1.0, "no finite depth"
+    return float(finite.min()), float(finite.max()), "this image's min-max"
+
+
 def write_outputs(
     depth,
     image,
@@ -120,13 +150,17 @@ def write_outputs(
     vmin: Optional[float] = None,
     vmax: Optional[float] = None,
     ply_stride: int = 1,
+    colorbar: bool = False,
 ) -> List[Path]:
-    """Write the requested files for one image; returns their paths."""
+    """Write the requested files for one image; returns their paths.
+
+    The colour PNG spans ``[vmin, vmax]`` (values outside are clamped to the ends of ``cmap``);
+    a bound left ``None`` is the image's own min / max.  ``colorbar`` appends a scale in metres."""
     import numpy as np
     from PIL import Image
 
     from .pointcloud import backproject, default_intrinsics, write_ply
-    from .viz import colorize, image_to_uint8, save_png
+    from .viz import colorize, image_to_uint8, save_png, with_colorbar
 
     d = np.asarray(depth.numpy() if hasattr(depth, "numpy") else depth, dtype=np.float32)
     base = out_dir / stem
@@ -141,10 +175,13 @@ def write_outputs(
         np.save(path, d)
         written.append(path)
     if "color" in kinds:
-        finite = d[np.isfinite(d)]
-        lo = float(finite.min()) if vmin is None and finite.size else (vmin or 0.0)
-        hi = float(finite.max()) if vmax is None and finite.size else (vmax or 1.0)
-        written.append(save_png(colorize(d, lo, hi, cmap=cmap), base.with_name(base.name + "_color.png")))
+        auto_lo, auto_hi, _ = color_range(d)
+        lo = auto_lo if vmin is None else float(vmin)
+        hi = auto_hi if vmax is None else float(vmax)
+        rgb = colorize(d, lo, hi, cmap=cmap)
+        if colorbar:
+            rgb = with_colorbar(rgb, lo, hi, cmap=cmap)
+        written.append(save_png(rgb, base.with_name(base.name + "_color.png")))
     if "ply" in kinds:
         k = intrinsics if intrinsics is not None else default_intrinsics(d.shape[0], d.shape[1], fov)
         rgb = np.moveaxis(np.asarray(image), 0, -1) if np.asarray(image).ndim == 3 else image  # (3,H,W) -> HWC
@@ -180,8 +217,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="horizontal field of view (degrees) used without --intrinsics (default 55)")
     parser.add_argument("--ply-stride", type=int, default=1, help="keep every n-th row/column in the point cloud")
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colour map of the colourised PNG")
-    parser.add_argument("--vmin", type=float, default=None, help="colour range (default: per-image min)")
-    parser.add_argument("--vmax", type=float, default=None, help="colour range (default: per-image max)")
+    parser.add_argument("--range", default=None, metavar="LO,HI", dest="color_range",
+                        help="fixed colour range in metres of the colourised PNG, e.g. 0,10 (values outside are "
+                             "clamped); default: each image's own min-max, so colours do not compare across images")
+    parser.add_argument("--colorbar", action="store_true",
+                        help="append a colour bar with the range in metres below each colourised PNG")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
 
@@ -203,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             intrinsics = parse_intrinsics(args.intrinsics)
         except ValueError as exc:
             raise UserError(f"--intrinsics: {exc}") from None
+    vrange = parse_range(args.color_range) if args.color_range is not None else None
     if args.batch_size < 1 or args.ply_stride < 1:
         raise UserError("--batch-size and --ply-stride must be >= 1")
     out_dir = Path(args.output)
@@ -248,14 +289,19 @@ def run(args: argparse.Namespace) -> int:
                 depths = predict_images(model, images, flip=not args.no_flip, pad=not args.no_pad,
                                         upsample=args.upsample, domain=label, device=device)
                 for (path, stem), image, depth in zip(ok, images, depths):
+                    lo, hi, how = color_range(depth.numpy(), vrange)
                     try:
                         write_outputs(depth, image, out_dir, stem, kinds, intrinsics=intrinsics, fov=args.fov,
-                                      cmap=args.cmap, vmin=args.vmin, vmax=args.vmax, ply_stride=args.ply_stride)
+                                      cmap=args.cmap, vmin=lo, vmax=hi, ply_stride=args.ply_stride,
+                                      colorbar=args.colorbar)
                     except OSError as exc:  # a full disk, a read-only folder: reported, not counted
                         skipped.append((path, f"cannot write its outputs: {exc.strerror or exc}"))
                         bar.console.print(f"[yellow]skipped[/] {path}: {skipped[-1][1]}")
                         continue
                     written += 1
+                    if "color" in kinds:
+                        bar.console.print(f"{path}: colour range {lo:.3g}-{hi:.3g} m ({how})",
+                                          highlight=False, markup=False, soft_wrap=True)
             bar.advance(task, len(chunk))
     print(f"{written} image(s) written -> {out_dir.resolve()} ({', '.join(kinds)})"
           + (f"; {len(skipped)} skipped" if skipped else ""))

@@ -137,11 +137,15 @@ def default_output_dir(ckpt: str, cfg_name: str, output_root: str = "runs") -> P
 
 
 class EvalPanels(Callback):
-    """Saves image | GT | prediction | error panels of the first ``limit`` samples of each
-    evaluation set to ``<folder>/<set name>/<index>.png`` (prediction at the GT size, clamped)."""
+    """Saves labelled image | GT | prediction | error panels of the first ``limit`` samples of each
+    evaluation set to ``<folder>/<set name>/<index>.png`` (prediction at the GT size, clamped).
 
-    def __init__(self, folder: Path, limit: int) -> None:
-        self.folder, self.limit = Path(folder), int(limit)
+    The colour range is :func:`~zoe_lightning.evaluation.viz.depth_range` of the set's range, the
+    rule the training panels use, so a sample looks the same in both; ``source`` (e.g. the
+    checkpoint's file name) is written on each panel."""
+
+    def __init__(self, folder: Path, limit: int, source: str | None = None) -> None:
+        self.folder, self.limit, self.source = Path(folder), int(limit), source
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.folder = Path(trainer.strategy.broadcast(str(self.folder), src=0))  # rank 0's folder for all
@@ -150,7 +154,7 @@ class EvalPanels(Callback):
         import torch.nn.functional as F
 
         from .protocol import clamp_prediction
-        from .viz import depth_panel, save_png
+        from .viz import depth_range, labelled_depth_panel, sample_abs_rel, save_png
 
         s = pl_module.test_sets[dataloader_idx]
         for group, pred in zip(batch, outputs["pred"]):
@@ -163,6 +167,11 @@ class EvalPanels(Callback):
                 p = clamp_prediction(p, s.min_depth, s.max_depth)[0, 0]
                 g = gt[j, 0]
                 valid = (g > s.min_depth) & (g < s.max_depth)
-                vmax = float(g[valid].max()) if valid.any() else s.max_depth
-                panel = depth_panel(group["image"][j].cpu(), g, p, valid, vmin=0.0, vmax=vmax)
+                vmin, vmax = depth_range(s.min_depth, s.max_depth, g, valid)
+                parts = [f"dataset {s.name}", f"domain {s.domain}", f"sample {index}",
+                         f"REL {sample_abs_rel(g, p, valid):.3f} (uncropped)"]
+                if self.source:
+                    parts.insert(2, self.source)
+                panel = labelled_depth_panel(group["image"][j].cpu(), g, p, valid, vmin, vmax,
+                                             header=" · ".join(parts))
                 save_png(panel, self.folder / s.name / f"{index:05d}.png")

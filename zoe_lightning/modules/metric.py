@@ -80,6 +80,7 @@ class MetricDepthModule(DepthModule):
             "image": batch["image"], "depth": gt, "valid": valid, "pred": pred, "bin_centers": out.bin_centers,
             "domain_names": self.domain_names, "domain_label": labels, "domain_index": out.domain_index,
             "min_depth": batch["min_depth"], "max_depth": batch["max_depth"], "dataset": batch["dataset"],
+            "domain": batch["domain"],
         }
 
     def on_validation_epoch_end(self) -> None:

@@ -85,6 +85,7 @@ class RunRecord:
     finished: bool
     curves: List[Dict[str, float]] = field(default_factory=list)
     project: Optional[str] = None
+    baseline: Dict[str, float] = field(default_factory=dict)  # domain -> REL of the constant predictor
 
     def metrics(self, which: str = "final") -> Dict[str, float]:
         return self.best if which == "best" else self.final
@@ -112,6 +113,7 @@ def load_run(run_dir: Path) -> RunRecord:
             group=str(s.get("group") or ""), seed=s.get("seed"), tags=list(s.get("tags") or []),
             domains=list(s.get("domains") or []), final=final, best=best, finished=s.get("status") == "finished",
             curves=curves, project=s.get("project"),
+            baseline={str(k): float(v) for k, v in (s.get("baseline_rel") or {}).items()},
         )
     cfg: Dict[str, Any] = {}
     if (run_dir / "config.yaml").is_file():
