@@ -452,12 +452,17 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_init(cfg: DictConfig) -> None:
-    """Stop a training run whose starting weights are not the ones ``model.init`` promises.
+    """Stop a training run whose starting weights are not the ones ``model.init`` promises, or
+    whose datasets read a ``data.root`` that was not given.
 
     Called when training starts; printing a configuration or loading released weights with an
     experiment as preset does not need the weights a training run starts from.
     """
     m, name = cfg.model, cfg.name
+    unset = [e for e in [*cfg.data.train, *cfg.data.val] if "root" in e.options and e.options.root is None]
+    if unset and cfg.data.root is None and cfg.data.source != "synthetic":
+        raise ConfigError(f"experiment '{name}' trains on your dataset folder: pass data.root=/path/to/dataset "
+                          "(with make: ARGS=\"data.root=/path/to/dataset\"); the folder layout is in docs/datasets.md")
     if m.init == "core" and not m.core_checkpoint:
         raise ConfigError(f"experiment '{name}' fine-tunes a relative-depth core: pass model.core_checkpoint=PATH "
                           "(a stage-1 checkpoint, e.g. of relative_m12), or model.init=scratch to train from random "
@@ -627,12 +632,9 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
 
 
 def _check_data_root(cfg: DictConfig) -> None:
-    """``data.root`` is given exactly when the experiment reads it (``${data.root}``)."""
-    reads = "${data.root}" in OmegaConf.to_yaml(cfg)
-    if reads and cfg.data.root is None:
-        raise ConfigError(f"experiment '{cfg.name}' trains on your dataset folder: pass data.root=/path/to/dataset "
-                          "(with make: ARGS=\"data.root=/path/to/dataset\"); the folder layout is in docs/datasets.md")
-    if not reads and cfg.data.root is not None:
+    """``data.root`` is only given to an experiment that reads it (``${data.root}``); one that reads
+    it without getting it is stopped when training starts (:func:`check_init`)."""
+    if cfg.data.root is not None and "${data.root}" not in OmegaConf.to_yaml(cfg):
         raise ConfigError(f"data.root={cfg.data.root} is set but experiment '{cfg.name}' does not read it: use an "
                           "experiment that does (folder_quickstart), or set each dataset's options.root")
 
