@@ -106,8 +106,10 @@ def backbone_state_from_file(path: PathLike) -> StateDict:
 def _offline() -> bool:
     try:
         from huggingface_hub import is_offline_mode
-    except ImportError:  # pragma: no cover - a dependency of timm
-        return False
+    except ImportError:  # pragma: no cover - older huggingface_hub releases: the variable it reads
+        import os
+
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     return bool(is_offline_mode())
 
 
