@@ -92,7 +92,7 @@ def test_offline_is_one_line_naming_the_backbone_and_the_fixes(fake_hub):
         _module("model.pretrained=true")
     line = _one_line(info.value)
     assert "model.backbone=test_vit" in line and "timm/test_vit.r160_in1k" in line
-    assert "online" in line and "model.backbone_weights=FILE" in line
+    assert "HF_HUB_OFFLINE=0 and network access" in line and "model.backbone_weights=FILE" in line
     assert set(fake_hub.asked) == {"timm/test_vit.r160_in1k"}
 
 

@@ -144,11 +144,14 @@ def build_start_model(cfg: Any) -> nn.Module:
     try:
         return build_model(cfg, pretrained=True)
     except (OSError, ConnectionError) as exc:  # huggingface_hub / urllib: offline, no network, not cached
-        why = "offline (HF_HUB_OFFLINE=1 is set)" if _offline() else "cannot download them"
+        offline = _offline()
+        why = "offline (HF_HUB_OFFLINE=1 is set)" if offline else "cannot download them"
+        online = ("with HF_HUB_OFFLINE=0 and network access (make train ... HF_HUB_OFFLINE=0)" if offline
+                  else "with network access")
         raise UserError(
             f"{where}: {why} and timm's weights{f' ({source})' if source else ''} are not in its cache "
-            f"({type(exc).__name__}). Run once online (timm caches them; with make: HF_HUB_OFFLINE=0), or "
-            "pass model.backbone_weights=FILE (a local timm state_dict, .pth or .safetensors) instead"
+            f"({type(exc).__name__}). Run once {online}: timm caches them; or pass model.backbone_weights=FILE "
+            "(a local timm state_dict, .pth or .safetensors) instead"
         ) from None
     except RuntimeError as exc:  # e.g. size mismatches: model.backbone_kwargs change the architecture
         text = str(exc).strip().splitlines()
