@@ -7,9 +7,10 @@ defaults live; the experiment ``base`` is the schema itself. An experiment is as
     schema defaults -> parent experiments -> EXP.yaml -> overrides
 
 with OmegaConf. Each experiment file holds only what it changes; ``extends: other`` names a
-parent experiment, whose run labels (``group``, ``tags``, ``notes``) are not inherited. Unknown keys, wrong types, invalid choices (``Literal`` fields and the head /
-router registries), missing values and unknown experiment names fail here, at load time, with one
-message naming the dotted key and the valid choices or closest names.
+parent experiment, whose run labels (``group``, ``tags``, ``notes``) are not inherited. Unknown
+keys, wrong types, invalid choices (``Literal`` fields and the head / router registries), missing
+values and unknown experiment names fail here, at load time, with one message naming the dotted
+key and the valid choices or closest names.
 """
 
 from __future__ import annotations
