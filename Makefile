@@ -21,6 +21,16 @@ GPUS ?= 1
 DRY_RUN ?=
 BENCH_ARGS ?=
 GPU_CHECK_ARGS ?=
+# The tested torch build, pinned here (the package itself asks only for compatible ranges).
+# TORCH=cpu installs the CPU-only wheels from the PyTorch index (no CUDA libraries); default: PyPI's
+# wheels (CUDA on Linux). A venv remembers its choice: later targets reuse it.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TORCH ?= $(or $(patsubst $(VENV)/.torch-%,%,$(firstword $(wildcard $(VENV)/.torch-*))),default)
+TORCH_INDEX_default :=
+TORCH_INDEX_cpu := --index-url https://download.pytorch.org/whl/cpu
+ifeq ($(filter default cpu,$(TORCH)),)
+$(error TORCH=$(TORCH): choose TORCH=default (PyPI wheels) or TORCH=cpu (CPU-only wheels))
+endif
 
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
@@ -28,25 +38,38 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train config experiments eval predict export compare sweep agent sweep-local slurm bench gpu-check clean
+.PHONY: help install install-dev test test-full train config experiments eval predict export compare sweep agent sweep-local slurm bench gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: EXP=<experiment> ARGS=\"key=value ...\" RESUME=<last.ckpt> CKPT=... INPUT=... OUTPUT=... SWEEP=... BENCH_ARGS=..."
+	@echo "  Variables: EXP=<experiment> ARGS=\"key=value ...\" RESUME=<last.ckpt> CKPT=... INPUT=... OUTPUT=... SWEEP=... BENCH_ARGS=... TORCH=cpu"
 
-$(VENV)/.installed: setup.cfg
+# Markers in the venv: .torch-<TORCH> (the torch build), .installed (the package and what `train`
+# needs), .installed-dev (the dev extra: tests, HF parity, ONNX, HDF5). Each redoes its step when
+# what it depends on changes.
+$(VENV)/.torch-$(TORCH):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	@if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(BIN)/python -m pip uninstall -q -y torch torchvision; fi
+	$(BIN)/python -m pip install -q $(TORCH_PINS) $(TORCH_INDEX_$(TORCH))
+	@rm -f $(VENV)/.torch-*; touch $@
+
+$(VENV)/.installed: setup.cfg $(VENV)/.torch-$(TORCH)
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its dev extras
+install: $(VENV)/.installed ## Create .venv and install the package (TORCH=cpu: CPU-only torch wheels)
 
-test: $(VENV)/.installed ## Fast test suite (CPU, tiny models; < 15 min)
+install-dev: $(VENV)/.installed-dev ## install, plus the dev extra (tests, HF parity, ONNX export, HDF5)
+
+test: $(VENV)/.installed-dev ## Fast test suite (CPU, tiny models; < 15 min)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
-test-full: $(VENV)/.installed ## Every test, including the slow ones
+test-full: $(VENV)/.installed-dev ## Every test, including the slow ones
 	WANDB_MODE=disabled $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 train: $(VENV)/.installed ## Train EXP (default quickstart) with ARGS overrides; RESUME=ckpt resumes
@@ -89,7 +112,7 @@ sweep-local: $(VENV)/.installed ## Run experiments/sweeps/SWEEP.yaml without W&B
 slurm: $(VENV)/.installed ## Write and submit an sbatch script for EXP on NODES x GPUS (DRY_RUN=1 prints it)
 	$(BIN)/zoe-lightning slurm $(EXP) --nodes $(NODES) --gpus $(GPUS) $(if $(DRY_RUN),--dry-run,) $(ARGS)
 
-bench: $(VENV)/.installed ## Benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS chooses rows/devices)
+bench: $(VENV)/.installed-dev ## Benchmarks -> benchmarks/RESULTS.md (BENCH_ARGS chooses rows/devices)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 gpu-check: ## The prepared GPU check: gpu tests, bench rows 1-2, bf16 training (GPU_CHECK_ARGS="--dry-run" on a CPU)

@@ -7,9 +7,10 @@ defaults live; the experiment ``base`` is the schema itself. An experiment is as
     schema defaults -> parent experiments -> EXP.yaml -> overrides
 
 with OmegaConf. Each experiment file holds only what it changes; ``extends: other`` names a
-parent experiment. Unknown keys, wrong types, invalid choices (``Literal`` fields and the head /
-router registries), missing values and unknown experiment names fail here, at load time, with one
-message naming the dotted key and the valid choices or closest names.
+parent experiment, whose run labels (``group``, ``tags``, ``notes``) are not inherited. Unknown
+keys, wrong types, invalid choices (``Literal`` fields and the head / router registries), missing
+values and unknown experiment names fail here, at load time, with one message naming the dotted
+key and the valid choices or closest names.
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ def move_speed_keys(container: Dict[str, Any]) -> Dict[str, Any]:
 class ModelConfig:
     backbone: str = "beit_large_patch16_384"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args
-    backbone_weights: Optional[str] = None  # local timm state_dict file; never downloaded
+    backbone_weights: Optional[str] = None  # local timm state_dict file (.pth / .safetensors); never downloaded
+    pretrained: bool = False  # timm's pretrained backbone weights, downloaded and cached by timm (training only)
     img_size: List[int] = ranged(factory=lambda: [384, 512], length=2, ge=1)  # [height, width]
     features: int = ranged(256, ge=1)
     readout: Literal["project", "ignore", "add"] = "project"  # ViT-like backbones
@@ -173,11 +175,12 @@ class ModelConfig:
     faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
     # Where the weights of a run that is trained start from; checked when training starts
     # (check_init), not when a configuration is printed or official weights are loaded:
-    #   auto      whatever is given: model.core_checkpoint, else model.backbone_weights, else random
+    #   auto      whatever is given: model.core_checkpoint, else model.backbone_weights or
+    #             model.pretrained, else random
     #   core      a relative-depth (stage-1, e.g. MiDaS M12) core: model.core_checkpoint is required
     #   backbone  ImageNet backbone weights, random decoder, no relative core (ZoeD-X):
-    #             model.backbone_weights is required and model.core_checkpoint must be unset
-    #   scratch   random initialisation on purpose: neither weights file may be set
+    #             model.backbone_weights or model.pretrained is required, model.core_checkpoint unset
+    #   scratch   random initialisation on purpose: no weights file, model.pretrained false
     init: Literal["auto", "core", "backbone", "scratch"] = "auto"
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
     speed: SpeedConfig = field(default_factory=SpeedConfig)
@@ -201,6 +204,7 @@ class DataConfig:
     val: List[DatasetConfig] = field(
         default_factory=lambda: [DatasetConfig(name="synthetic_indoor", domain="nyu")]
     )
+    root: Optional[str] = None  # a dataset folder that experiment files read as ${data.root} (folder_quickstart)
     batch_size: int = ranged(16, ge=1)  # global batch size; divided over devices
     val_batch_size: int = ranged(1, ge=1)
     num_workers: int = ranged(4, ge=0)
@@ -451,12 +455,17 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_init(cfg: DictConfig) -> None:
-    """Stop a training run whose starting weights are not the ones ``model.init`` promises.
+    """Stop a training run whose starting weights are not the ones ``model.init`` promises, or
+    whose datasets read a ``data.root`` that was not given.
 
     Called when training starts; printing a configuration or loading released weights with an
     experiment as preset does not need the weights a training run starts from.
     """
     m, name = cfg.model, cfg.name
+    unset = [e for e in [*cfg.data.train, *cfg.data.val] if "root" in e.options and e.options.root is None]
+    if unset and cfg.data.root is None and cfg.data.source != "synthetic":
+        raise ConfigError(f"experiment '{name}' trains on your dataset folder: pass data.root=/path/to/dataset "
+                          "(with make: ARGS=\"data.root=/path/to/dataset\"); the folder layout is in docs/datasets.md")
     if m.init == "core" and not m.core_checkpoint:
         raise ConfigError(f"experiment '{name}' fine-tunes a relative-depth core: pass model.core_checkpoint=PATH "
                           "(a stage-1 checkpoint, e.g. of relative_m12), or model.init=scratch to train from random "
@@ -464,14 +473,18 @@ def check_init(cfg: DictConfig) -> None:
     if m.init == "backbone" and m.core_checkpoint:
         raise ConfigError(f"experiment '{name}' trains without a relative-depth core (model.init=backbone) but "
                           "model.core_checkpoint is set: drop it, or pass model.init=core")
-    if m.init == "backbone" and not m.backbone_weights:
-        raise ConfigError(f"experiment '{name}' starts from ImageNet backbone weights: pass "
-                          "model.backbone_weights=PATH (a local timm state_dict), or model.init=scratch to train from "
-                          "random initialisation on purpose")
+    if m.init == "backbone" and not (m.backbone_weights or m.pretrained):
+        raise ConfigError(f"experiment '{name}' starts from ImageNet backbone weights: pass model.pretrained=true "
+                          "(timm's weights, downloaded once) or model.backbone_weights=PATH (a local timm state_dict), "
+                          "or model.init=scratch to train from random initialisation on purpose")
     given = [k for k in ("core_checkpoint", "backbone_weights") if m[k]]
-    if m.init == "scratch" and given:
-        raise ConfigError(f"model.init=scratch trains from random initialisation but model.{given[0]} is set: drop it, "
+    if m.init == "scratch" and (given or m.pretrained):
+        what = f"model.{given[0]} is set" if given else "model.pretrained=true"
+        raise ConfigError(f"model.init=scratch trains from random initialisation but {what}: drop it, "
                           "or pass model.init=auto")
+    if m.pretrained and given:
+        raise ConfigError(f"model.pretrained=true downloads timm's backbone weights but model.{given[0]} replaces "
+                          "them: drop one of the two")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,6 +634,19 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
         _guard(lambda: OmegaConf.update(cfg, key.strip(), value, merge=True), "command line")
 
 
+def _check_data_root(cfg: DictConfig) -> None:
+    """``data.root`` is only given to an experiment that reads it (``${data.root}``); one that reads
+    it without getting it is stopped when training starts (:func:`check_init`)."""
+    if cfg.data.root is not None and "${data.root}" not in OmegaConf.to_yaml(cfg):
+        raise ConfigError(f"data.root={cfg.data.root} is set but experiment '{cfg.name}' does not read it: use an "
+                          "experiment that does (folder_quickstart), or set each dataset's options.root")
+
+
+# Labels of one run (W&B group, tags, notes): an experiment that ``extends`` another does not inherit them;
+# it names its own.
+OWN_LABELS = ("group", "tags", "notes")
+
+
 def load_config(
     experiment: str = "base",
     overrides: Optional[Sequence[str]] = None,
@@ -640,8 +666,13 @@ def load_config(
         raise ConfigError(f"{root_path / 'base.yaml'}: defaults live in the schema (zoe_lightning/config.py) and "
                           "'base' names it; rename this file and let your experiments extend it")
     if experiment and experiment != "base":
-        for path in _chain(experiment, root_path):
-            cfg = _merge(cfg, _read_yaml(path), str(path))
+        chain = _chain(experiment, root_path)
+        for path in chain:
+            node = _read_yaml(path)
+            if path != chain[-1]:  # a run's own labels are not inherited through extends
+                for key in OWN_LABELS:
+                    node.pop(key, None)
+            cfg = _merge(cfg, node, str(path))
         cfg.name = Path(experiment).stem
     if overrides:
         _apply_overrides(cfg, overrides)
@@ -649,6 +680,7 @@ def load_config(
     if missing:
         raise ConfigError(f"missing required value for '{missing[0]}'" + (
             f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""))
+    _check_data_root(cfg)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:

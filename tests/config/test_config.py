@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zoe_lightning import ConfigError, cli, load_config
-from zoe_lightning.config import list_experiments
+from zoe_lightning.config import check_init, list_experiments
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,42 @@ def test_base_is_the_schema_and_no_file_restates_it(tmp_path):
     (tmp_path / "base.yaml").write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"base.yaml: defaults live in the schema"):
         load_config("child", root=tmp_path)
+
+
+def test_extends_does_not_inherit_the_parents_group_tags_and_notes(tmp_path):
+    (tmp_path / "parent.yaml").write_text("group: pg\ntags: [synthetic, p]\nnotes: parent's\nseed: 2\n")
+    (tmp_path / "child.yaml").write_text("extends: parent\noptim: {lr: 0.25}\n")
+    (tmp_path / "own.yaml").write_text("extends: child\ngroup: og\ntags: [mine]\n")
+    child = load_config("child", root=tmp_path)
+    assert child.seed == 2 and child.optim.lr == 0.25  # everything else is inherited
+    assert (child.group, list(child.tags), child.notes) == (None, [], "")
+    own = load_config("own", root=tmp_path)
+    assert (own.group, list(own.tags), own.notes, own.seed) == ("og", ["mine"], "", 2)
+    parent = load_config("parent", root=tmp_path)  # a file's own labels stay
+    assert (parent.group, list(parent.tags), parent.notes) == ("pg", ["synthetic", "p"], "parent's")
+    assert load_config("child", ["group=cli", "tags=[x]"], root=tmp_path).group == "cli"
+
+
+def test_shipped_experiments_that_extend_name_their_own_labels():
+    own = load_config("folder_quickstart", ["data.root=/data/x"])
+    assert own.group == "folder_quickstart" and "synthetic" not in own.tags
+    nk = load_config("quickstart_nk")
+    assert nk.group == "quickstart" and list(nk.tags) == ["quickstart", "synthetic", "nk"]
+    assert load_config("zoed_m12_k").group == "official" and load_config("naive_head").group == "table5_heads"
+
+
+def test_data_root_is_given_exactly_when_the_experiment_reads_it(tmp_path):
+    cfg = load_config("folder_quickstart", ["data.root=/data/my_rgbd"])
+    assert [d.options.root for d in [*cfg.data.train, *cfg.data.val]] == ["/data/my_rgbd"] * 2
+    assert cfg.data.val[0].options.depth_divisor == cfg.data.train[0].options.depth_divisor == 1000
+    unset = load_config("folder_quickstart")  # printing the configuration needs no folder; training does
+    with pytest.raises(ConfigError, match=r"folder_quickstart.*pass data.root=") as info:
+        check_init(unset)
+    assert "\n" not in str(info.value)
+    check_init(cfg)
+    check_init(load_config("folder_quickstart", ["data.source=synthetic"]))  # the folder is not read
+    with pytest.raises(ConfigError, match=r"data.root=/x is set but experiment 'quickstart' does not read it"):
+        load_config("quickstart", ["data.root=/x"])
 
 
 def test_extends_cycle_is_reported(tmp_path):

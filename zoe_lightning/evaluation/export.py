@@ -177,8 +177,12 @@ def check_target(onnx: str, ckpt: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..extras import require
     from .evaluate import load_checkpoint_model
 
+    require("export", "onnx")
+    if not args.no_check:
+        require("export's onnxruntime check", "onnxruntime", hint=" (or pass --no-check)")
     check_target(args.onnx, args.ckpt)
     model, _ = load_checkpoint_model(args.ckpt, args.preset, args.overrides)
     model = model.cpu().float().eval()
@@ -191,10 +195,6 @@ def run(args: argparse.Namespace) -> int:
           f"in [0,1], dynamic batch; heads: {', '.join(heads) or '-'})")
     if args.no_check:
         return 0
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise UserError("the check needs onnxruntime (pip install '.[onnx]'), or pass --no-check") from None
     res = check_onnx(model, path, size, tol=args.tol)
     print(f"onnxruntime vs PyTorch (batch {res['batch']}): max abs error {res['max_abs_err']:.3g} m, "
           f"max relative error {res['max_rel_err']:.3g}" +

@@ -104,9 +104,10 @@ class DPTCore(nn.Module):
         hooks: Optional[Sequence[int]] = None,
         channels: Optional[Sequence[int]] = None,
         timm_kwargs=None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
-        self.pretrained = Encoder(backbone, img_size, readout, hooks, channels, timm_kwargs)
+        self.pretrained = Encoder(backbone, img_size, readout, hooks, channels, timm_kwargs, pretrained)
         self.scratch = Scratch(self.pretrained.channels, features)
         self.features = features
         self.out_channels = self.scratch.output_conv[2].out_channels

@@ -200,7 +200,8 @@ def beit_block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor, attention=
 class Encoder(nn.Module):
     """timm backbone + reassemble -> four NCHW maps at strides 4, 8, 16, 32.
 
-    ``channels`` lists the channel count of each output map.
+    ``channels`` lists the channel count of each output map. ``pretrained``: timm builds the
+    backbone with its pretrained weights (timm downloads and caches them).
     """
 
     def __init__(
@@ -211,6 +212,7 @@ class Encoder(nn.Module):
         hooks: Optional[Sequence[int]] = None,
         channels: Optional[Sequence[int]] = None,
         timm_kwargs: Optional[Dict[str, object]] = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         spec = resolve_backbone(backbone)
@@ -219,7 +221,7 @@ class Encoder(nn.Module):
         kwargs.update(timm_kwargs or {})
         if self.family == "swin":
             kwargs.setdefault("img_size", tuple(img_size))
-            self.model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+            self.model = timm.create_model(spec.timm_name, pretrained=pretrained, **kwargs)
             self.channels = [int(info["num_chs"]) for info in self.model.feature_info][-4:]
             self.fixed_size = tuple(self.model.patch_embed.img_size)
             return
@@ -230,7 +232,7 @@ class Encoder(nn.Module):
             if len(wanted) != 4:
                 raise ValueError(f"backbone '{backbone}' has no feature maps at strides 4/8/16/32 ({reductions})")
             self.model = timm.create_model(
-                spec.timm_name, pretrained=False, features_only=True, out_indices=wanted, **kwargs
+                spec.timm_name, pretrained=pretrained, features_only=True, out_indices=wanted, **kwargs
             )
             self.channels = [int(c) for c in self.model.feature_info.channels()]
             return
@@ -238,7 +240,7 @@ class Encoder(nn.Module):
         # token models (beit / vit)
         if self.family == "vit":
             kwargs.setdefault("dynamic_img_size", True)
-        self.model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        self.model = timm.create_model(spec.timm_name, pretrained=pretrained, **kwargs)
         depth = len(self.model.blocks)
         self.hooks = list(hooks or spec.hooks or [depth // 4 * i - 1 for i in range(1, 5)])
         if max(self.hooks) >= depth:

@@ -265,25 +265,27 @@ def _plain(node) -> Dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def build_core(mcfg) -> DPTCore:
+def build_core(mcfg, pretrained: bool = False) -> DPTCore:
     return DPTCore(
         mcfg.backbone, list(mcfg.img_size), mcfg.features, mcfg.readout,
         list(mcfg.hooks) if mcfg.hooks is not None else None,
         list(mcfg.reassemble_channels) if mcfg.reassemble_channels is not None else None,
-        _plain(mcfg.backbone_kwargs) if mcfg.backbone_kwargs else None,
+        _plain(mcfg.backbone_kwargs) if mcfg.backbone_kwargs else None, pretrained,
     )
 
 
-def build_model(cfg) -> nn.Module:
+def build_model(cfg, pretrained: bool = False) -> nn.Module:
     """Build the model a config describes (a full run config or its ``model`` section).
 
     ``stage: relative`` gives a :class:`RelativeDepthModel`; otherwise a :class:`ZoeDepth`.
+    ``pretrained``: the timm backbone starts from timm's pretrained weights (a training run with
+    ``model.pretrained``); otherwise every weight is randomly initialised.
     """
     from .. import accel
 
     stage = cfg.get("stage", "metric") if "model" in cfg else "metric"
     mcfg = cfg.model if "model" in cfg else cfg
-    core = build_core(mcfg)
+    core = build_core(mcfg, pretrained)
     prep = Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input)
     freeze_bn = bool(cfg.optim.freeze_bn) if "optim" in cfg else False
     if stage == "relative":

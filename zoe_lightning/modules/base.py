@@ -12,8 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import move_speed_keys
-from ..models import build_model
-from ..weights import init_backbone, init_core
+from ..weights import build_start_model, init_backbone, init_core
 
 
 def git_commit() -> str:
@@ -52,7 +51,7 @@ class DepthModule(L.LightningModule):
         # kept in the checkpoint; not sent to the loggers: the run's loggers get the config once, top level
         self.save_hyperparameters({"cfg": container}, logger=False)
         self.cfg = OmegaConf.create(container)
-        self.model = build_model(self.cfg) if model is None else model
+        self.model = build_start_model(self.cfg) if model is None else model
         if model is None and self.cfg.model.core_checkpoint:
             init_core(self.model, self.cfg)
         elif model is None and self.cfg.model.backbone_weights:  # model.init: the core first, else the backbone

@@ -19,6 +19,7 @@ from .formats.zoedepth import PRESETS
 from .io import Checkpoint, load_state_file, read_checkpoint
 from .loader import (
     backbone_state_from_file,
+    build_start_model,
     core_state_from_file,
     init_backbone,
     init_core,
@@ -30,7 +31,7 @@ from .loader import (
 from .strict import load_strict
 
 __all__ = [
-    "FORMATS", "PRESETS", "Checkpoint", "backbone_state_from_file", "core_state_from_file", "detect", "from_hf", "hf_config_to_delta",
+    "FORMATS", "PRESETS", "Checkpoint", "backbone_state_from_file", "build_start_model", "core_state_from_file", "detect", "from_hf", "hf_config_to_delta",
     "infer_backbone", "init_backbone", "init_core", "load_checkpoint", "load_core_state", "load_model", "load_model_and_config",
     "load_state_file", "load_strict", "read_checkpoint", "save_model",
 ]

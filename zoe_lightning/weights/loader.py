@@ -103,6 +103,62 @@ def backbone_state_from_file(path: PathLike) -> StateDict:
     return payload
 
 
+def _offline() -> bool:
+    try:
+        from huggingface_hub import is_offline_mode
+    except ImportError:  # pragma: no cover - older huggingface_hub releases: the variable it reads
+        import os
+
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return bool(is_offline_mode())
+
+
+def _pretrained_source(timm_name: str) -> str:
+    try:
+        import timm
+
+        pcfg = timm.models.get_pretrained_cfg(timm_name)
+    except Exception:  # noqa: BLE001 - only used in a message
+        return ""
+    return "" if pcfg is None else str(pcfg.hf_hub_id or pcfg.url or "")
+
+
+def build_start_model(cfg: Any) -> nn.Module:
+    """The model a training run starts from: :func:`build_model` of ``cfg``, with timm's pretrained
+    backbone weights when ``model.pretrained`` is true (timm downloads and caches them). A backbone
+    timm has no weights for, weights that do not fit it (``model.backbone_kwargs``), or no way to
+    download them (offline, no network) is one line naming the backbone and the fix."""
+    if not cfg.model.get("pretrained", False):
+        return build_model(cfg)
+    import timm
+
+    from ..models.encoder import resolve_backbone
+
+    name = cfg.model.backbone
+    spec = resolve_backbone(name)
+    where = f"model.pretrained=true (model.backbone={name})"
+    if not timm.is_model_pretrained(spec.timm_name) or (spec.kwargs and name != spec.timm_name):
+        raise UserError(f"{where}: timm has no pretrained weights for this backbone; train it from random "
+                        "initialisation (model.pretrained=false) or give model.backbone_weights=FILE")
+    source = _pretrained_source(spec.timm_name)
+    try:
+        return build_model(cfg, pretrained=True)
+    except (OSError, ConnectionError) as exc:  # huggingface_hub / urllib: offline, no network, not cached
+        offline = _offline()
+        why = "offline (HF_HUB_OFFLINE=1 is set)" if offline else "cannot download them"
+        online = ("with HF_HUB_OFFLINE=0 and network access (make train ... HF_HUB_OFFLINE=0)" if offline
+                  else "with network access")
+        raise UserError(
+            f"{where}: {why} and timm's weights{f' ({source})' if source else ''} are not in its cache "
+            f"({type(exc).__name__}). Run once {online}: timm caches them; or pass model.backbone_weights=FILE "
+            "(a local timm state_dict, .pth or .safetensors) instead"
+        ) from None
+    except RuntimeError as exc:  # e.g. size mismatches: model.backbone_kwargs change the architecture
+        text = str(exc).strip().splitlines()
+        raise UserError(f"{where}: timm's pretrained weights do not fit the backbone built from the configuration "
+                        f"(model.backbone_kwargs?): {(text[0] if text else type(exc).__name__)[:300]}") from None
+
+
 def init_backbone(model: nn.Module, cfg: Any) -> None:
     """Fill the timm backbone (``model.core.pretrained.model``) from ``cfg.model.backbone_weights``:
     every key and shape must match, except the classifier keys (:data:`TIMM_CLASSIFIER`) and the
