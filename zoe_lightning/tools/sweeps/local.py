@@ -52,7 +52,7 @@ def slurm_array_script(sweep: Sweep, sweep_file: Path, root: Path = Path("runs")
         f"# {n} runs of {sweep.path}; each task runs grid point $SLURM_ARRAY_TASK_ID and resumes it after a requeue.",
         "set -euo pipefail",
         f"cd {shlex.quote(str(workdir or Path.cwd()))}",
-        "export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1",
+        "export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} NO_ALBUMENTATIONS_UPDATE=1",
         "# one run folder per array task, kept across requeues (all ranks of a task agree on it)",
         "export ZOE_RUN_ID=sweep-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
         "srun " + " ".join(shlex.quote(c) if not c.startswith("${") else f'"{c}"' for c in cmd),
