@@ -170,12 +170,11 @@ def quiet_lightning() -> None:
     warnings pass."""
     import warnings
 
-    import lightning_utilities.core.rank_zero as rank_zero
-
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
-    for logger in {logging.getLogger("lightning.pytorch.utilities.rank_zero"), rank_zero.log}:
+    for logger in {logging.getLogger("lightning.pytorch.utilities.rank_zero"),
+                   logging.getLogger("lightning_utilities.core.rank_zero")}:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
 

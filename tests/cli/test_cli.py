@@ -220,10 +220,10 @@ def test_plain_training_console_and_report(tmp_path, monkeypatch, capfd):
     # one step count: 2 batches x 2 epochs; validations after steps 2 and 4 in the CSV, the media
     # file names and the report
     with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
-        val_steps = [int(float(r["step"])) for r in csv.DictReader(fh) if r.get("val/abs_rel")]
+        val_steps = [int(float(r["step"])) for r in csv.DictReader(fh) if r.get("val/nyu/abs_rel")]
     assert val_steps == [2, 4]
-    media = sorted(p.name for p in (run_dir / "csv" / "media").glob("val_depth_panels_step*.png"))
-    assert media == ["val_depth_panels_step2.png", "val_depth_panels_step4.png"]
+    media = sorted(p.name for p in (run_dir / "csv" / "media").glob("val_depth_panels_*step*.png"))
+    assert media == ["val_depth_panels_nyu_step2.png", "val_depth_panels_nyu_step4.png"]
     assert "last validation metrics at step 4:" in report
     assert re.search(r"best validation REL: [\d.]+ at step [24]\n", report)
 

@@ -181,6 +181,7 @@ LITERALS = {
     "loss.ssi_alignment": ["lstsq", "trimmed"],
     "optim.adamw": ["fused", "foreach", "loop"],
     "logger.mode": ["online", "offline", "disabled"],
+    "logger.job_type": ["train", "sweep"],
 }
 
 

@@ -50,7 +50,7 @@ def test_train_on_a_folder_in_one_command(tmp_path, capsys):
     assert "synthetic" not in summary["tags"]
     assert summary["global_step"] == 2  # 8 training pairs, batches of 4, one epoch
     assert summary["baseline_rel"] == {"nyu": pytest.approx(0.2, abs=1e-4)}
-    assert np.isfinite(summary["final"]["val/abs_rel"])
+    assert np.isfinite(summary["final"]["val/nyu/abs_rel"])
 
 
 def test_without_the_folder_it_stops_in_one_line_before_writing(tmp_path, capsys):

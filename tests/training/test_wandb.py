@@ -192,7 +192,7 @@ def test_eval_run_file(offline_wandb):
                                                   "experiment": "quickstart", "project": "zoe-lightning"}))
     out = offline_wandb / "eval"
     assert main(["eval", "quickstart", "--ckpt", str(ckpt), "--output", str(out), "--split", "val", "--no-flip",
-                 "--crop", "none", "--device", "cpu", "--set", VAL_SET, "data.num_workers=0",
+                 "--crop", "none", "--device", "cpu", VAL_SET, "data.num_workers=0",
                  "logger.mode=offline"]) == 0
     got = read_run(run_file(out))
     assert got["run"].job_type == "eval" and got["run"].run_group == "train-group"
