@@ -133,6 +133,7 @@ def test_cli_overrides_after_options_join_the_overrides(monkeypatch):
 LITERALS = {
     "stage": ["metric", "relative"],
     "model.readout": ["project", "ignore", "add"],
+    "model.pos_embed_resize": ["offset", "size", "timm"],
     "model.init": ["auto", "core", "backbone", "scratch"],
     "model.head.bin_centers_type": ["softplus", "normed", "hybrid1", "hybrid2"],
     "model.head.attractor_type": ["inv", "exp"],
@@ -143,6 +144,8 @@ LITERALS = {
     "data.depth_interpolation": ["auto", "nearest", "masked"],
     "data.batching": ["auto", "mixed", "per_dataset"],
     "loss.ssi_alignment": ["lstsq", "trimmed"],
+    "loss.silog_form": ["zoedepth", "da2"],
+    "optim.schedule": ["onecycle", "poly"],
     "optim.adamw": ["fused", "foreach", "loop"],
     "logger.mode": ["online", "offline", "disabled"],
 }
@@ -168,7 +171,8 @@ def test_string_choices_are_literals_of_the_schema():
     from zoe_lightning.config import RunConfig
 
     keys = set(_literal_keys(RunConfig))
-    assert set(LITERALS) <= keys and keys - set(LITERALS) == {"trainer.precision"}
+    # model.decoder=depth_anything also needs a DINOv2 backbone (tests/models/test_depth_anything.py)
+    assert set(LITERALS) <= keys and keys - set(LITERALS) == {"trainer.precision", "model.decoder"}
 
 
 @pytest.mark.parametrize("key", sorted(LITERALS))
