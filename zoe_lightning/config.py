@@ -180,6 +180,9 @@ class ModelConfig:
     #   scratch   random initialisation on purpose: neither weights file may be set
     init: Literal["auto", "core", "backbone", "scratch"] = "auto"
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
+    # which part of model.core_checkpoint is loaded: all = encoder + decoder; encoder = the backbone
+    # only (core.pretrained.*), decoder random, as Depth Anything V2's metric training does
+    core_checkpoint_part: Literal["all", "encoder"] = "all"
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 

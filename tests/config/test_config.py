@@ -135,6 +135,7 @@ LITERALS = {
     "model.readout": ["project", "ignore", "add"],
     "model.pos_embed_resize": ["offset", "size", "timm"],
     "model.init": ["auto", "core", "backbone", "scratch"],
+    "model.core_checkpoint_part": ["all", "encoder"],
     "model.head.bin_centers_type": ["softplus", "normed", "hybrid1", "hybrid2"],
     "model.head.attractor_type": ["inv", "exp"],
     "model.head.attractor_aggregation": ["mean", "sum"],

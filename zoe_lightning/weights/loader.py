@@ -70,11 +70,17 @@ def load_core_state(path: PathLike) -> StateDict:
 
 
 def init_core(model: nn.Module, cfg: Any) -> None:
-    """Fill ``model.core`` from ``cfg.model.core_checkpoint`` (a stage-1 run, a release, MiDaS, HF)."""
+    """Fill ``model.core`` from ``cfg.model.core_checkpoint`` (a stage-1 run, a release, MiDaS, HF,
+    Depth Anything); with ``model.core_checkpoint_part=encoder`` only its backbone."""
     path = cfg.model.core_checkpoint
-    result = model.core.load_state_dict(load_core_state(path), strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    state = load_core_state(path)
+    encoder_only = cfg.model.get("core_checkpoint_part", "all") == "encoder"
+    if encoder_only:
+        state = {k: v for k, v in state.items() if k.startswith("pretrained.")}
+    result = model.core.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not (encoder_only and not k.startswith("pretrained."))]
+    if missing or result.unexpected_keys:
         raise ValueError(
             f"model.core_checkpoint {path} does not fit model.backbone={cfg.model.backbone}: missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
