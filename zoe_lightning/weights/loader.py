@@ -61,7 +61,7 @@ def core_state_from_file(path: PathLike) -> StateDict:
 
 def load_core_state(path: PathLike) -> StateDict:
     """:func:`core_state_from_file` for ``model.core_checkpoint``: errors name the option."""
-    if not Path(path).is_file():
+    if not Path(path).exists():  # a file, or an HF model folder
         raise FileNotFoundError(f"model.core_checkpoint: no such file: {path}")
     try:
         return core_state_from_file(path)

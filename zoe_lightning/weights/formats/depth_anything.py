@@ -76,9 +76,11 @@ def _blocks(state: StateDict, prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def architecture(state: StateDict, source: str, prefix: str = "") -> Dict[str, Any]:
+def architecture(state: StateDict, source: str, prefix: str = "", preset: Optional[str] = None) -> Dict[str, Any]:
     """The ``model`` delta (backbone, decoder widths, training size) of a Depth Anything state dict
-    whose DINOv2 keys start ``{prefix}pretrained.`` and decoder keys ``{prefix}depth_head.``."""
+    whose DINOv2 keys start ``{prefix}pretrained.`` and decoder keys ``{prefix}depth_head.``.
+    A width that is no Depth Anything size needs a ``preset`` (the head count is not in the
+    weights); the preset's model is then taken as it is (empty delta)."""
     enc, head = prefix + "pretrained.", prefix + "depth_head."
     if any(re.match(re.escape(enc) + r"blocks\.\d+\.\d+\.", k) for k in state):
         raise UserError(f"{source}: chunked DINOv2 blocks ({enc}blocks.<chunk>.<i>.*) are not supported; "
@@ -88,6 +90,8 @@ def architecture(state: StateDict, source: str, prefix: str = "") -> Dict[str, A
         raise UserError(f"{source}: no {enc}cls_token: not a Depth Anything DINOv2 encoder")
     width = int(cls.shape[-1])
     if width not in SIZES:
+        if preset is not None:
+            return {}
         raise UserError(f"{source}: ViT width {width} is not a Depth Anything size (384 S, 768 B, 1024 L, 1536 G); "
                         "pass preset=<experiment> describing the model")
     name, depth, _ = SIZES[width]
@@ -126,6 +130,8 @@ def _with_preset(preset: str, arch: Dict[str, Any], overrides: Sequence[str], so
     if cfg.model.decoder != "depth_anything":
         raise UserError(f"{source}: preset '{preset}' is not a Depth Anything configuration "
                         "(model.decoder is not depth_anything)")
+    if not arch:  # a width of no Depth Anything size: the preset describes the model
+        return cfg
     width = int(SIZES_BY_NAME[arch["backbone"]])
     if cfg.stage == "relative":
         return compose(preset, {"model": arch}, overrides, source=f"{source} (with preset {preset})")
@@ -217,9 +223,9 @@ def config(ckpt: Checkpoint, preset: Optional[str] = None, overrides: Sequence[s
                        overrides, source=f"{source} (with preset {preset})")
     state = tensors(ckpt.payload)
     if kind == "v1_metric":
-        arch = architecture(state, source, "core.core.")
-        return _with_preset(preset or "da1_metric_indoor", arch, overrides, source)
-    arch = architecture(state, source)
+        preset = preset or "da1_metric_indoor"
+        return _with_preset(preset, architecture(state, source, "core.core.", preset), overrides, source)
+    arch = architecture(state, source, "", preset)
     if preset is not None:
         return _with_preset(preset, arch, overrides, source)
     delta = {"stage": "relative", "model": {**arch, "img_size": [518, 518], "keep_aspect_ratio": True,
