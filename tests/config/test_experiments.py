@@ -31,6 +31,10 @@ ONE_STEP = [
 ]
 
 
+# Depth Anything experiments (model.decoder=depth_anything): a tiny DINOv2 at multiples of 14
+DINOV2_STEP = ["model.backbone=test_dinov2", "model.img_size=[98,98]", "data.image_size=[98,98]"]
+
+
 def test_every_row_of_the_issue_has_its_file():
     names = set(list_experiments())
     missing = [n for n in TABLE5 + TABLE6 + MODELS if n not in names]
@@ -256,7 +260,8 @@ def test_every_experiment_trains_one_step_on_synthetic_data(name, tmp_path):
 
     # the released recipes start from weights the test has not got: their tiny twins start at random
     scratch = ["model.init=scratch"] if load_config(name).model.init in ("core", "backbone") else []
-    cfg = _tiny_lengths(load_config(name, ONE_STEP + scratch + [f"output_dir={tmp_path}"]))
+    dinov2 = DINOV2_STEP if load_config(name).model.decoder == "depth_anything" else []  # patch 14
+    cfg = _tiny_lengths(load_config(name, ONE_STEP + scratch + dinov2 + [f"output_dir={tmp_path}"]))
     key = _run_key(cfg)
     if key in _TRAINED:  # shares the run of an identical (at tiny scale) experiment, e.g. zoed_x_n = zoed_m12_n
         pytest.skip(f"same tiny-scale run as '{_TRAINED[key]}', which trained")
