@@ -278,3 +278,28 @@ def test_hf_parity_at_release_size_vits(tmp_path):
     ours, cfg = load_model_and_config(tmp_path, overrides=["model.img_size=[518,686]"])
     assert cfg.model.backbone == "vit_small_patch14_dinov2" and list(cfg.model.hooks) == [2, 5, 8, 11]
     _compare(hf, ours, True, size=(518, 686))
+
+
+def test_finetune_da2_metric_on_a_folder_from_an_official_relative_file(tmp_path):
+    """The documented command (docs/depth-anything.md), tiny: V2 metric preset, a folder dataset,
+    model.core_checkpoint = an official-layout relative file whose encoder (only) starts the run."""
+    from zoe_lightning.train import train
+
+    from ..fixtures.folder import make_folder
+
+    make_folder(tmp_path / "data", n=4, size=(98, 98), depth_format="npy")
+    hf = hf_model("relative", seed=9)
+    hf.save_pretrained(tmp_path / "hf")
+    torch.save(hf_to_official(read_checkpoint(tmp_path / "hf").payload), tmp_path / "depth_anything_v2_tiny.pth")
+    entry = ("{name: folder, domain: nyu, options: {root: " + str(tmp_path / "data") + ", image_glob: images/**/*.png, "
+             "depth_glob: depth/**/*.npy, image_suffix: _rgb, depth_suffix: _depth, max_depth: 20}}")
+    cfg = zl.load_config("da2_metric_hypersim_vits", [
+        f"model.core_checkpoint={tmp_path / 'depth_anything_v2_tiny.pth'}", f"data.train=[{entry}]",
+        f"data.val=[{entry}]", "model.backbone=test_dinov2", "model.features=16",
+        "model.reassemble_channels=[8,16,32,32]", "model.hooks=[0,1,2,3]", "model.img_size=[98,98]",
+        "data.image_size=[98,98]", "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0",
+        "trainer.accelerator=cpu", "trainer.extra={fast_dev_run: 1}", "logger.wandb=false", "callbacks.rich=false",
+        "callbacks.depth_panels_every=0", "callbacks.bin_centers=false", f"output_dir={tmp_path / 'runs'}"])
+    assert cfg.loss.silog_form == "da2" and cfg.optim.schedule == "poly" and cfg.model.core_checkpoint_part == "encoder"
+    result = train(cfg)
+    assert torch.isfinite(torch.tensor(result["metrics"]["val/abs_rel"]))
