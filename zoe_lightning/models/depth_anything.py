@@ -50,7 +50,7 @@ DA_SIZES: Dict[int, tuple] = {
 def resize_pos_embed(pos_embed: torch.Tensor, grid, rule: str = "offset") -> torch.Tensor:
     """A (1, 1 + g0*g0, D) table (class position first) for a ``grid`` = (gh, gw) token grid."""
     gh, gw = int(grid[0]), int(grid[1])
-    n = pos_embed.shape[1] - 1
+    n = int(pos_embed.shape[1]) - 1
     g0 = int(round(n ** 0.5))
     if gh * gw == n and gh == gw:
         return pos_embed
@@ -154,7 +154,7 @@ class DepthAnythingCore(nn.Module):
     def tokens(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Patch tokens (B, gh*gw, D) after the final norm, at each tapped block."""
         vit = self.pretrained
-        grid = (x.shape[-2] // PATCH, x.shape[-1] // PATCH)
+        grid = (int(x.shape[-2]) // PATCH, int(x.shape[-1]) // PATCH)  # ints, also under the exporter's tracer
         patches = vit.patch_embed(x)  # (B, gh, gw, D): dynamic_img_size
         if self.pos_embed_resize == "timm":
             t = vit._pos_embed(patches)
@@ -179,7 +179,7 @@ class DepthAnythingCore(nn.Module):
         return taps
 
     def forward(self, x: torch.Tensor) -> CoreOutput:
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % PATCH or w % PATCH:
             raise ValueError(f"input size {(h, w)} is not a multiple of the DINOv2 patch size {PATCH}")
         gh, gw = h // PATCH, w // PATCH

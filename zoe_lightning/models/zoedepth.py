@@ -56,7 +56,9 @@ class Prep(nn.Module):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected images of shape (B,3,H,W) in [0,1], got {tuple(image.shape)}")
         if self.resize:
-            size = network_size(image.shape[-2], image.shape[-1], self.img_size, self.keep_aspect, self.multiple)
+            # plain ints: under the exporter's tracer the sizes are tensors (the graph keeps this size)
+            size = network_size(int(image.shape[-2]), int(image.shape[-1]), self.img_size, self.keep_aspect,
+                                self.multiple)
             if tuple(image.shape[-2:]) != size:
                 image = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
         return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
