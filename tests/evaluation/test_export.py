@@ -92,6 +92,7 @@ def test_export_nk_trained_router_routes_like_pytorch(tmp_path):
     assert res["ok"] and res["routing_agrees"] and res["max_abs_err"] < 1e-4
 
 
+@pytest.mark.slow
 def test_export_depth_anything_v2_metric(tmp_path):
     """A DINOv2 core (keep-aspect prep, resized position table) with the V2 metric head."""
     import zoe_lightning as zl

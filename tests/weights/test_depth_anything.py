@@ -280,6 +280,7 @@ def test_hf_parity_at_release_size_vits(tmp_path):
     _compare(hf, ours, True, size=(518, 686))
 
 
+@pytest.mark.slow
 def test_finetune_da2_metric_on_a_folder_from_an_official_relative_file(tmp_path):
     """The documented command (docs/depth-anything.md), tiny: V2 metric preset, a folder dataset,
     model.core_checkpoint = an official-layout relative file whose encoder (only) starts the run."""
