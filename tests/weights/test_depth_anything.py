@@ -26,13 +26,13 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def hf_model(kind="relative", seed=0, width=32, layers=4, heads=2, image=98, out=(1, 2, 3, 4),
-             neck=(8, 16, 32, 32), fusion=16, max_depth=20):
+             neck=(8, 16, 32, 32), fusion=16, max_depth=20, swiglu=False):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     torch.manual_seed(seed)
     backbone = Dinov2Config(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=4,
                             patch_size=14, image_size=image, out_indices=list(out), apply_layernorm=True,
-                            reshape_hidden_states=False)
+                            reshape_hidden_states=False, use_swiglu_ffn=swiglu)
     extra = dict(depth_estimation_type="metric", max_depth=max_depth) if kind == "metric" else {}
     config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=width, patch_size=14,
                                  fusion_hidden_size=fusion, neck_hidden_sizes=list(neck), head_hidden_size=32,
@@ -74,6 +74,18 @@ def test_hf_folder_parity(tmp_path, kind):
     else:
         assert cfg.stage == "relative"
     _compare(hf, ours, kind == "metric")
+
+
+def test_hf_folder_parity_swiglu_giant_layout(tmp_path):
+    """A SwiGLU (Giant-style) DINOv2: HF's gate / up halves become timm's packed fc1."""
+    hf = hf_model("metric", seed=2, swiglu=True)
+    hf.save_pretrained(tmp_path)
+    ours, cfg = load_model_and_config(tmp_path, overrides=["model.img_size=[98,126]"])
+    assert cfg.model.backbone == "vit_giant_patch14_dinov2" and cfg.model.backbone_kwargs.embed_dim == 32
+    _compare(hf, ours, True)
+    in_memory = da_format.hf_to_ours(dict(hf.state_dict()))  # gate_proj / up_proj / down_proj names
+    from_file = da_format.hf_to_ours(read_checkpoint(tmp_path).payload)
+    assert all(torch.equal(in_memory[k], from_file[k]) for k in from_file)
 
 
 def test_hf_in_memory_names_equal_file_names(tmp_path):

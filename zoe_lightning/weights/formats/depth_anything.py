@@ -117,10 +117,13 @@ def _width(cfg) -> Optional[int]:
     from ...models.encoder import resolve_backbone
 
     spec = resolve_backbone(cfg.model.backbone)
+    kwargs = {**spec.kwargs, **dict(cfg.model.backbone_kwargs or {})}
+    if kwargs.get("embed_dim"):
+        return int(kwargs["embed_dim"])
     for w, (name, _, _) in SIZES.items():
-        if spec.timm_name.replace("_reg4", "") == name and not (cfg.model.backbone_kwargs or {}).get("embed_dim"):
+        if spec.timm_name.replace("_reg4", "") == name:
             return w
-    return (cfg.model.backbone_kwargs or {}).get("embed_dim")
+    return None
 
 
 def _with_preset(preset: str, arch: Dict[str, Any], overrides: Sequence[str], source: str) -> DictConfig:
@@ -184,11 +187,12 @@ def _hf_delta(hf: Dict[str, Any], source: str) -> Dict[str, Any]:
         model["backbone"] = known[0]
     else:
         hidden = int(width * ratio)
-        if swiglu:  # HF's SwiGLU hidden width: 2/3 of width * ratio, rounded up to a multiple of 8
-            hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        if swiglu:  # HF's SwiGLU hidden width: 2/3 of width * ratio, rounded up to a multiple of 8;
+            # timm's packed SwiGLU counts both halves of fc1 in its mlp_ratio
+            hidden = 2 * ((int(hidden * 2 / 3) + 7) // 8 * 8)
         model["backbone"] = "vit_giant_patch14_dinov2" if swiglu else "vit_small_patch14_dinov2"
         model["backbone_kwargs"] = {"embed_dim": width, "depth": depth, "num_heads": heads, "img_size": size,
-                                    "mlp_ratio": hidden / width,
+                                    "mlp_ratio": (hidden + 0.5) / width,  # timm takes int(width * ratio)
                                     "init_values": float(bb.get("layerscale_value", 1.0))}
     kind = str(hf.get("depth_estimation_type", "relative"))
     max_depth = hf.get("max_depth")
