@@ -161,7 +161,8 @@ def _hf_delta(hf: Dict[str, Any], source: str) -> Dict[str, Any]:
               "head_in_index": (-1, hf.get("head_in_index", -1)), "head_hidden_size": (32, hf.get("head_hidden_size", 32)),
               "patch_size": (14, hf.get("patch_size", 14)), "backbone_config.patch_size": (14, bb.get("patch_size", 14)),
               "backbone_config.qkv_bias": (True, bb.get("qkv_bias", True)),
-              "backbone_config.apply_layernorm": (True, bb.get("apply_layernorm", True))}
+              "backbone_config.apply_layernorm": (True, bb.get("apply_layernorm", True)),
+              "backbone_config.layer_norm_eps": (1e-6, bb.get("layer_norm_eps", 1e-6))}  # timm's DINOv2 eps
     for key, (want, got) in checks.items():
         if (list(got) if isinstance(got, (list, tuple)) else got) != want:
             raise UserError(f"{source}: {key}={got} is not supported (need {want})")
