@@ -176,11 +176,15 @@ def test_x_variants_differ_only_by_the_missing_relative_pretraining(x, m12):
 # Experiments built on an M12 core: the released models and the Table 5 / 6 rows (all extend them).
 NEEDS_CORE = ["zoed_m12_n", "zoed_m12_k", "zoed_m12_nk"] + TABLE5 + TABLE6
 NEEDS_BACKBONE = ["zoed_x_n", "zoed_x_k", "zoed_x_nk"]
+# Depth Anything metric experiments fine-tune a relative Depth Anything core (docs/depth-anything.md)
+DA_NEEDS_CORE = ["da1_metric_indoor", "da1_metric_outdoor", "dinov2_da2_head", "dinov2_metric_bins",
+                 "dinov2_naive_head"] + [f"da2_metric_{d}_vit{s}" for d in ("hypersim", "vkitti") for s in "sbl"]
 
 
 def test_which_experiments_promise_which_starting_weights():
     for name in list_experiments():
-        expected = "core" if name in NEEDS_CORE else "backbone" if name in NEEDS_BACKBONE else "auto"
+        expected = ("core" if name in NEEDS_CORE + DA_NEEDS_CORE else "backbone" if name in NEEDS_BACKBONE
+                    else "auto")
         assert load_config(name).model.init == expected, name
 
 
