@@ -7,6 +7,8 @@ Rows (``--rows``, default all):
   4 Lightning fit step vs a bare PyTorch loop (bench_loop.py)
   5 evaluation metrics vs a per-image numpy implementation (bench_metrics.py)
   6 data pipeline (bench_data.py); shared helpers in common.py
+  7 Depth Anything V2 metric inference (ViT-S; + ViT-L on a GPU), ours vs HF DepthAnythingForDepthEstimation
+    (bench_depth_anything.py)
 
 Examples:
   python benchmarks/run.py --quick                      # small sizes, a few minutes
@@ -35,6 +37,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
 
+import bench_depth_anything  # noqa: E402
 import bench_head  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_loop  # noqa: E402
@@ -122,7 +125,7 @@ def write_results(rows, info, args, out_dir: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", default="1,2,3,4,5,6", help="comma-separated rows to run (default all)")
+    p.add_argument("--rows", default="1,2,3,4,5,6,7", help="comma-separated rows to run (default all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (cuda when available)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median)")
     p.add_argument("--warmup", type=int, default=1, help="un-timed warm-up runs per measurement")
@@ -142,6 +145,10 @@ def main(argv=None) -> int:
                    help=f"row 2 variants, from {','.join(bench_train.TRAIN_VARIANTS)} ('original' is the reference)")
     p.add_argument("--train-models", default="N,NK", help="row 2 models: N (one head), NK (two heads + router)")
     p.add_argument("--loop-backbone", default="small_beit", help="row 4 backbone")
+    p.add_argument("--da-sizes", default=None, help="row 7 Depth Anything sizes from vits,vitb,vitl (default vits on "
+                   "CPU, vits,vitl on cuda)")
+    p.add_argument("--da-size", default=None, help="row 7 input size, multiples of 14 (default 518x686; --quick: "
+                   "266x350)")
     p.add_argument("--maps", type=int, default=654, help="row 5 number of 480x640 maps")
     p.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder of RESULTS.md / RESULTS.json")
     args = p.parse_args(argv)
@@ -156,9 +163,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     gpu = device.startswith("cuda")
     rows_wanted = [int(x) for x in args.rows.split(",") if x.strip()]
-    bad = [r for r in rows_wanted if r not in range(1, 7)]
+    bad = [r for r in rows_wanted if r not in range(1, 8)]
     if bad:
-        print(f"run.py: --rows: unknown row(s) {bad}; choose from 1-6", file=sys.stderr)
+        print(f"run.py: --rows: unknown row(s) {bad}; choose from 1-7", file=sys.stderr)
         return 2
     size = parse_size(args.size or "384x512")
     if args.quick:
@@ -190,6 +197,9 @@ def main(argv=None) -> int:
                                  max(12 * args.reps, 24), args.warmup + 2),
         5: lambda: bench_metrics.bench_metrics(args.maps, args.reps, args.warmup, device),
         6: lambda: run_data_rows(args.quick),
+        7: lambda: bench_depth_anything.bench_depth_anything(
+            (args.da_sizes or ("vits,vitl" if gpu else "vits")).split(","),
+            parse_size(args.da_size or ("266x350" if args.quick else "518x686")), args.reps, args.warmup, device),
     }
     for r in rows_wanted:
         t0 = time.time()

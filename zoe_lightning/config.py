@@ -93,7 +93,7 @@ class FaithfulConfig:
 class HeadConfig:
     """The metric head. ``type`` picks a registry entry (``zoe_lightning.models.heads``)."""
 
-    type: str = "metric_bins"  # a name in zoe_lightning.models.HEADS: metric_bins | splitter | naive
+    type: str = "metric_bins"  # a name in zoe_lightning.models.HEADS: metric_bins | splitter | naive | da2_metric
     bin_centers_type: Literal["softplus", "normed", "hybrid1", "hybrid2"] = "softplus"
     bin_embedding_dim: int = ranged(128, ge=1)
     seed_mlp_dim: int = ranged(256, ge=1)
@@ -157,13 +157,21 @@ def move_speed_keys(container: Dict[str, Any]) -> Dict[str, Any]:
 @dataclass
 class ModelConfig:
     backbone: str = "beit_large_patch16_384"
+    # the DPT decoder: MiDaS v3.1's (``scratch.*``; reassemble in the encoder) or Depth Anything's
+    # (``depth_head.*``; DINOv2 backbones only, patch 14: sizes are multiples of 14)
+    decoder: Literal["midas", "depth_anything"] = "midas"
+    # DINOv2 position-embedding resizing (depth_anything decoder): offset = the original DINOv2 /
+    # Depth Anything rule, size = HF transformers 5, timm = timm's dynamic_img_size (register models)
+    pos_embed_resize: Literal["offset", "size", "timm"] = "offset"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args
     backbone_weights: Optional[str] = None  # local timm state_dict file (.pth / .safetensors); never downloaded
     pretrained: bool = False  # timm's pretrained backbone weights, downloaded and cached by timm (training only)
     img_size: List[int] = ranged(factory=lambda: [384, 512], length=2, ge=1)  # [height, width]
     features: int = ranged(256, ge=1)
     readout: Literal["project", "ignore", "add"] = "project"  # ViT-like backbones
-    hooks: Optional[List[int]] = None  # block indices tapped; None = the MiDaS v3.1 choice
+    # block indices tapped; None = the MiDaS v3.1 / Depth Anything V2 choice; with the depth_anything
+    # decoder negative indices count from the end ([-4, -3, -2, -1]: Depth Anything V1)
+    hooks: Optional[List[int]] = None
     reassemble_channels: Optional[List[int]] = None  # None = the MiDaS v3.1 choice
     resize_input: bool = True  # the model resizes inputs to img_size itself
     keep_aspect_ratio: bool = False  # resize policy of the model's own preprocessing
@@ -183,6 +191,9 @@ class ModelConfig:
     #   scratch   random initialisation on purpose: no weights file, model.pretrained false
     init: Literal["auto", "core", "backbone", "scratch"] = "auto"
     core_checkpoint: Optional[str] = None  # stage-1 checkpoint whose core initialises stage 2
+    # which part of model.core_checkpoint is loaded: all = encoder + decoder; encoder = the backbone
+    # only (core.pretrained.*), decoder random, as Depth Anything V2's metric training does
+    core_checkpoint_part: Literal["all", "encoder"] = "all"
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
@@ -223,7 +234,11 @@ class DataConfig:
 @dataclass
 class LossConfig:
     w_silog: float = 1.0
+    # zoedepth: 10 * sqrt(Var(g) + beta * mean(g)^2); da2: Depth Anything V2's
+    # sqrt(mean(d^2) - lambda * mean(d)^2) (no x10), both pooled over the batch's valid pixels
+    silog_form: Literal["zoedepth", "da2"] = "zoedepth"
     silog_beta: float = 0.15
+    silog_lambda: float = 0.5  # da2 form only
     w_grad: float = 0.0
     w_domain: float = 100.0
     # stage 1
@@ -241,6 +256,10 @@ class OptimConfig:
     pos_enc_lr_factor: float = ranged(10.0, gt=0)
     decoder_lr_factor: float = ranged(1.0, gt=0)
     same_lr: bool = False
+    # onecycle: ZoeDepth's OneCycle (cosine, momentum cycled); poly: Depth Anything V2's
+    # lr * (1 - step / total) ** poly_power per step, AdamW betas (0.9, 0.999)
+    schedule: Literal["onecycle", "poly"] = "onecycle"
+    poly_power: float = ranged(0.9, gt=0)
     div_factor: float = ranged(1.0, gt=0)
     final_div_factor: float = ranged(1e4, gt=0)
     pct_start: float = ranged(0.7, ge=0, le=1)
@@ -452,6 +471,18 @@ def validate(cfg: DictConfig) -> None:
     if len(bins) > 1 and router.dim % router.n_heads:
         raise ConfigError(f"invalid value {router.n_heads} for 'model.router.n_heads': must divide "
                           f"model.router.dim ({router.dim})")
+    if cfg.model.decoder == "depth_anything":
+        from .models.encoder import resolve_backbone
+
+        try:
+            family = resolve_backbone(cfg.model.backbone).family
+        except ValueError as exc:
+            raise ConfigError(f"'model.backbone': {exc}") from None
+        if family != "dinov2":
+            raise ConfigError(f"'model.decoder=depth_anything' needs a DINOv2 backbone (vit_small/base/large/giant_"
+                              f"patch14_dinov2, their reg4 variants, test_dinov2), got '{cfg.model.backbone}'")
+        if any(int(s) % 14 for s in cfg.model.img_size):
+            raise ConfigError(f"'model.img_size' {list(cfg.model.img_size)}: the DINOv2 core needs multiples of 14")
 
 
 def check_init(cfg: DictConfig) -> None:

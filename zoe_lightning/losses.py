@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "silog_loss",
+    "silog_loss_da2",
+    "metric_silog",
     "SILogLoss",
     "grad_l1_loss",
     "GradL1Loss",
@@ -126,6 +128,38 @@ def silog_loss(
         var = _masked_sum((g - mean) ** 2, mask) / (n - 1.0).clamp_min(1.0)
         loss = 10.0 * _safe_sqrt(var + beta * mean**2)
     return loss, n_valid
+
+
+def silog_loss_da2(
+    pred: Tensor,
+    target: Tensor,
+    mask: Optional[Tensor] = None,
+    lam: float = 0.5,
+    interpolate: bool = True,
+) -> Tuple[Tensor, Tensor]:
+    """Depth Anything V2's SiLog (``metric_depth/util/loss.py``), pooled over the batch's valid pixels.
+
+    ``d = ln(target) - ln(pred)``, ``L = sqrt(mean(d^2) - lam * mean(d)^2)``: no x10, no epsilon,
+    the biased mean. ``pred`` is clamped at 1e-12 before the log (the original takes the log of
+    the raw sigmoid output; this only differs where that would be -inf). Returns ``(loss, n_valid)``.
+    """
+    with _no_autocast(pred):
+        pred, target, mask = _prepare(pred, target, mask, interpolate)
+        n_valid = mask.sum()
+        n = n_valid.to(pred.dtype).clamp_min(1.0)
+        one = torch.ones((), dtype=pred.dtype, device=pred.device)
+        d = torch.log(torch.where(mask, target, one)) - torch.log(torch.where(mask, pred, one).clamp_min(1e-12))
+        mean_sq = _masked_sum(d * d, mask) / n
+        mean = _masked_sum(d, mask) / n
+        loss = _safe_sqrt(mean_sq - lam * mean**2)
+    return loss, n_valid
+
+
+def metric_silog(loss_cfg, pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The SILog form ``loss.silog_form`` names: ``zoedepth`` (beta) or ``da2`` (lambda)."""
+    if loss_cfg.get("silog_form", "zoedepth") == "da2":
+        return silog_loss_da2(pred, target, mask, lam=float(loss_cfg.silog_lambda))
+    return silog_loss(pred, target, mask, beta=float(loss_cfg.silog_beta))
 
 
 class SILogLoss(nn.Module):

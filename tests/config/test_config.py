@@ -169,7 +169,9 @@ def test_cli_overrides_after_options_join_the_overrides(monkeypatch):
 LITERALS = {
     "stage": ["metric", "relative"],
     "model.readout": ["project", "ignore", "add"],
+    "model.pos_embed_resize": ["offset", "size", "timm"],
     "model.init": ["auto", "core", "backbone", "scratch"],
+    "model.core_checkpoint_part": ["all", "encoder"],
     "model.head.bin_centers_type": ["softplus", "normed", "hybrid1", "hybrid2"],
     "model.head.attractor_type": ["inv", "exp"],
     "model.head.attractor_aggregation": ["mean", "sum"],
@@ -179,6 +181,8 @@ LITERALS = {
     "data.depth_interpolation": ["auto", "nearest", "masked"],
     "data.batching": ["auto", "mixed", "per_dataset"],
     "loss.ssi_alignment": ["lstsq", "trimmed"],
+    "loss.silog_form": ["zoedepth", "da2"],
+    "optim.schedule": ["onecycle", "poly"],
     "optim.adamw": ["fused", "foreach", "loop"],
     "logger.mode": ["online", "offline", "disabled"],
     "logger.job_type": ["train", "sweep"],
@@ -205,7 +209,8 @@ def test_string_choices_are_literals_of_the_schema():
     from zoe_lightning.config import RunConfig
 
     keys = set(_literal_keys(RunConfig))
-    assert set(LITERALS) <= keys and keys - set(LITERALS) == {"trainer.precision"}
+    # model.decoder=depth_anything also needs a DINOv2 backbone (tests/models/test_depth_anything.py)
+    assert set(LITERALS) <= keys and keys - set(LITERALS) == {"trainer.precision", "model.decoder"}
 
 
 @pytest.mark.parametrize("key", sorted(LITERALS))

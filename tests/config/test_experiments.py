@@ -32,6 +32,10 @@ ONE_STEP = [
 ]
 
 
+# Depth Anything experiments (model.decoder=depth_anything): a tiny DINOv2 at multiples of 14
+DINOV2_STEP = ["model.backbone=test_dinov2", "model.img_size=[98,98]", "data.image_size=[98,98]"]
+
+
 def test_every_row_of_the_issue_has_its_file():
     names = set(list_experiments())
     missing = [n for n in TABLE5 + TABLE6 + MODELS if n not in names]
@@ -173,11 +177,15 @@ def test_x_variants_differ_only_by_the_missing_relative_pretraining(x, m12):
 # Experiments built on an M12 core: the released models and the Table 5 / 6 rows (all extend them).
 NEEDS_CORE = ["zoed_m12_n", "zoed_m12_k", "zoed_m12_nk"] + TABLE5 + TABLE6
 NEEDS_BACKBONE = ["zoed_x_n", "zoed_x_k", "zoed_x_nk"]
+# Depth Anything metric experiments fine-tune a relative Depth Anything core (docs/depth-anything.md)
+DA_NEEDS_CORE = ["da1_metric_indoor", "da1_metric_outdoor", "dinov2_da2_head", "dinov2_metric_bins",
+                 "dinov2_naive_head"] + [f"da2_metric_{d}_vit{s}" for d in ("hypersim", "vkitti") for s in "sbl"]
 
 
 def test_which_experiments_promise_which_starting_weights():
     for name in list_experiments():
-        expected = "core" if name in NEEDS_CORE else "backbone" if name in NEEDS_BACKBONE else "auto"
+        expected = ("core" if name in NEEDS_CORE + DA_NEEDS_CORE else "backbone" if name in NEEDS_BACKBONE
+                    else "auto")
         assert load_config(name).model.init == expected, name
 
 
@@ -257,7 +265,8 @@ def test_every_experiment_trains_one_step_on_synthetic_data(name, tmp_path):
 
     # the released recipes start from weights the test has not got: their tiny twins start at random
     scratch = ["model.init=scratch"] if load_config(name).model.init in ("core", "backbone") else []
-    cfg = _tiny_lengths(load_config(name, ONE_STEP + scratch + [f"output_dir={tmp_path}"]))
+    dinov2 = DINOV2_STEP if load_config(name).model.decoder == "depth_anything" else []  # patch 14
+    cfg = _tiny_lengths(load_config(name, ONE_STEP + scratch + dinov2 + [f"output_dir={tmp_path}"]))
     key = _run_key(cfg)
     if key in _TRAINED:  # shares the run of an identical (at tiny scale) experiment, e.g. zoed_x_n = zoed_m12_n
         pytest.skip(f"same tiny-scale run as '{_TRAINED[key]}', which trained")

@@ -90,3 +90,18 @@ def test_export_nk_trained_router_routes_like_pytorch(tmp_path):
     path = export_onnx(model, tmp_path / "nk_trained.onnx", (64, 96))
     res = check_onnx(model, path, (64, 96), inputs=(x,))
     assert res["ok"] and res["routing_agrees"] and res["max_abs_err"] < 1e-4
+
+
+@pytest.mark.slow
+def test_export_depth_anything_v2_metric(tmp_path):
+    """A DINOv2 core (keep-aspect prep, resized position table) with the V2 metric head."""
+    import zoe_lightning as zl
+    from zoe_lightning.evaluation.export import check_onnx, export_onnx
+
+    torch.manual_seed(0)
+    cfg = zl.load_config("da2_metric_hypersim_vits", ["model.backbone=test_dinov2", "model.features=16",
+                                                      "model.img_size=[98,126]"])
+    model = zl.build_model(cfg).eval()
+    path = export_onnx(model, tmp_path / "da.onnx", (98, 126))
+    res = check_onnx(model, path, (98, 126), batch=2)
+    assert res["ok"] and res["max_abs_err"] < 1e-4

@@ -250,7 +250,8 @@ def test_sweep_runs_are_of_job_type_sweep(monkeypatch):
 
 
 @pytest.mark.parametrize("name, size", [("head_variants", 21), ("routers", 9), ("head_variants_synthetic", 14),
-                                        ("routers_synthetic", 6)])
+                                        ("routers_synthetic", 6), ("heads_on_dinov2", 9),
+                                        ("heads_on_dinov2_synthetic", 6)])
 def test_repository_sweep_files_resolve_to_valid_configs(name, size):
     """Every grid point of the shipped files loads as a config (catches typos in keys and names)."""
     from zoe_lightning import load_config
@@ -279,7 +280,7 @@ def test_repository_sweep_files_resolve_to_valid_configs(name, size):
         assert metric == {"name": monitor_for(cfg), "goal": "minimize"}
         if name.endswith("synthetic"):
             assert cfg.data.source == "synthetic" and cfg.trainer.accelerator == "cpu"
-    table = {"head_variants": 7, "routers": 3}[name.replace("_synthetic", "")]
+    table = {"head_variants": 7, "routers": 3, "heads_on_dinov2": 3}[name.replace("_synthetic", "")]
     assert len(seen) == table
 
 

@@ -50,7 +50,7 @@ def test_exactly_one_format_claims_each_layout(owner, ckpt):
 
 
 def test_registry_order_and_interface():
-    assert [f.NAME for f in FORMATS] == ["native", "zoedepth", "midas", "hf"]
+    assert [f.NAME for f in FORMATS] == ["native", "depth_anything", "zoedepth", "midas", "hf"]
     for fmt in FORMATS:
         for name in ("matches", "config", "state_dict", "may_be_missing"):
             assert callable(getattr(fmt, name)), (fmt.NAME, name)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..models.bins import AttractorLayer, ConditionalLogBinomial, LogBinomial, Projector, SeedBinRegressor, Splitter
+from ..models.depth_anything import DepthAnythingCore
 from ..models.dpt import DPTCore, FeatureFusionBlock, ResidualConvUnit
 from ..models.encoder import Encoder, ProjectReadout
 from ..models.heads import MetricHead, _BinsHead
@@ -77,6 +78,10 @@ def _winograd_convs(model: nn.Module):
             s = module.scratch
             yield from (getattr(s, f"layer{i}_rn") for i in range(1, 5))
             yield s.output_conv[0]
+        elif isinstance(module, DepthAnythingCore):
+            s = module.depth_head.scratch
+            yield from (getattr(s, f"layer{i}_rn") for i in range(1, 5))
+            yield s.output_conv1
 
 
 def _fusion_accepts_upsampled(model: nn.Module) -> bool:
@@ -104,6 +109,8 @@ def apply(model: nn.Module, speed) -> nn.Module:
             module.fast_path, module.memory_efficient = bool(speed.fast_path), bool(speed.memory_efficient)
         if type(module) is LogBinomial and speed.memory_efficient:
             _swap(module, MemoryEfficientLogBinomial)
+        if isinstance(module, DepthAnythingCore):  # timm's blocks, run by the core's own loop
+            configure_timm(module.pretrained, bool(speed.fused_attention), bool(speed.grad_checkpointing))
         if isinstance(module, Encoder):
             configure_timm(module, bool(speed.fused_attention), bool(speed.grad_checkpointing))
             if speed.fused_attention or speed.grad_checkpointing:

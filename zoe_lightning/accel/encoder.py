@@ -52,13 +52,15 @@ class AcceleratedEncoder(Encoder):
         return fn(block, tokens, bias)
 
 
-def configure_timm(encoder: Encoder, fused_attention: bool, grad_checkpointing: bool) -> None:
-    """The same two switches inside the timm network: ``fused_attention=False`` turns off
+def configure_timm(encoder: nn.Module, fused_attention: bool, grad_checkpointing: bool) -> None:
+    """The same two switches inside the timm network (an :class:`Encoder`'s ``model``, or a timm
+    network itself, e.g. the Depth Anything core's ``pretrained``): ``fused_attention=False`` turns off
     ``fused_attn`` of its attention modules (``True`` keeps timm's own choice per module), and
     ``set_grad_checkpointing``."""
+    net = encoder.model if isinstance(encoder, Encoder) else encoder
     if not fused_attention:
-        for module in encoder.model.modules():
+        for module in net.modules():
             if hasattr(module, "fused_attn"):
                 module.fused_attn = False
-    if hasattr(encoder.model, "set_grad_checkpointing"):
-        encoder.model.set_grad_checkpointing(grad_checkpointing)
+    if hasattr(net, "set_grad_checkpointing"):
+        net.set_grad_checkpointing(grad_checkpointing)

@@ -9,6 +9,10 @@ Families:
              table is resized bilinearly to the token grid (MiDaS v3.1's method) and cached.
 * ``vit``    plain ViT (timm ``VisionTransformer``); absolute position embedding resized per input.
 * ``swin``   Swin / SwinV2 (fixed input size set at construction); stage outputs, no reassemble.
+* ``dinov2`` timm DINOv2 ViTs (patch 14; ``vit_*_patch14_dinov2`` and the ``reg4`` variants) with the
+             blocks each Depth Anything size taps and its projection widths; with the MiDaS decoder
+             they run as ``vit`` (timm's position-embedding resizing), with
+             ``model.decoder=depth_anything`` as :class:`~zoe_lightning.models.depth_anything.DepthAnythingCore`.
 * ``conv``   any timm network with ``features_only`` (ConvNeXt, ResNet, EfficientNet, ...).
 """
 
@@ -30,7 +34,7 @@ class BackboneSpec:
     """How to build one backbone and tap it."""
 
     timm_name: str
-    family: str  # beit | vit | swin | conv
+    family: str  # beit | vit | swin | conv | dinov2
     hooks: Optional[Tuple[int, ...]] = None  # block indices (beit / vit)
     channels: Optional[Tuple[int, ...]] = None  # reassembled channels (beit / vit)
     kwargs: Dict[str, object] = field(default_factory=dict)
@@ -57,6 +61,14 @@ BACKBONES: Dict[str, BackboneSpec] = {
         dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, num_classes=0),
     ),
     "test_vit": BackboneSpec("test_vit", "vit", (1, 2, 3, 5), (16, 32, 64, 64)),
+    "test_dinov2": BackboneSpec(
+        "vit_small_patch14_dinov2", "dinov2", (0, 1, 2, 3), (8, 16, 32, 32),
+        dict(embed_dim=32, depth=4, num_heads=2, img_size=98),
+    ),
+    "test_dinov2_reg4": BackboneSpec(
+        "vit_small_patch14_reg4_dinov2", "dinov2", (0, 1, 2, 3), (8, 16, 32, 32),
+        dict(embed_dim=32, depth=4, num_heads=2, img_size=98),
+    ),
     "small_beit": BackboneSpec(
         "beit_base_patch16_384", "beit", (1, 3, 5, 7), (32, 64, 128, 128),
         dict(embed_dim=128, depth=8, num_heads=4, img_size=128, num_classes=0),
@@ -64,10 +76,21 @@ BACKBONES: Dict[str, BackboneSpec] = {
 }
 
 
+# DINOv2 (timm, patch 14, trained at 518): the blocks Depth Anything V2 taps (V1 tapped the last 4:
+# set model.hooks) and its reassemble widths (``out_channels``), per size (facts §1.1).
+_DINOV2 = {"small": ((2, 5, 8, 11), (48, 96, 192, 384)), "base": ((2, 5, 8, 11), (96, 192, 384, 768)),
+           "large": ((4, 11, 17, 23), (256, 512, 1024, 1024)), "giant": ((9, 19, 29, 39), (1536,) * 4)}
+for _size, (_hooks, _channels) in _DINOV2.items():
+    for _name in (f"vit_{_size}_patch14_dinov2", f"vit_{_size}_patch14_reg4_dinov2"):
+        BACKBONES[_name] = BackboneSpec(_name, "dinov2", _hooks, _channels)
+
+
 def resolve_backbone(name: str) -> BackboneSpec:
     if name in BACKBONES:
         return BACKBONES[name]
     base = name.split(".")[0]
+    if base in BACKBONES:  # a pretrained tag: vit_small_patch14_dinov2.lvd142m
+        return BACKBONES[base]
     if base.startswith("beit"):
         return BackboneSpec(name, "beit")
     if base.startswith("swin"):
@@ -237,8 +260,8 @@ class Encoder(nn.Module):
             self.channels = [int(c) for c in self.model.feature_info.channels()]
             return
 
-        # token models (beit / vit)
-        if self.family == "vit":
+        # token models (beit / vit / dinov2)
+        if self.family in ("vit", "dinov2"):
             kwargs.setdefault("dynamic_img_size", True)
         self.model = timm.create_model(spec.timm_name, pretrained=pretrained, **kwargs)
         depth = len(self.model.blocks)

@@ -7,6 +7,8 @@ Every head serves one or more *domains* (bin configurations). Work shared by all
 * ``metric_bins``  seed bins -> one attractor layer per decoder level -> conditional log-binomial
 * ``splitter``     LocalBins-style: seed bins split by ``split_factor`` at every level
 * ``naive``        a plain regression head on the decoder output (Table 5, first row)
+* ``da2_metric``   Depth Anything V2's metric head: 1x1 conv on the decoder's 32-channel output,
+                   sigmoid, times the domain's ``max_depth`` (no bins, no relative-depth input)
 """
 
 from __future__ import annotations
@@ -248,3 +250,21 @@ class NaiveHead(MetricHead):
     def forward_domain(self, name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput:
         feats = self.final_features(_select(out_conv, index), _select(relative, index))
         return HeadOutput(self.regressors[name](feats))
+
+
+@register_head("da2_metric")
+class DA2MetricHead(MetricHead):
+    """Depth Anything V2 metric: ``sigmoid(conv1x1(out_conv)) * max_depth``.
+
+    In the original the 1x1 conv is the last conv of ``output_conv2`` with the ReLU replaced by a
+    sigmoid; here it is the head's own (``regressors.<domain>``), so the core keeps its relative
+    output. Depth lies in (0, max_depth).
+    """
+
+    def __init__(self, domains, settings, features, out_channels) -> None:
+        super().__init__(domains, settings, features, out_channels, needs_bottleneck=False)
+        self.regressors = nn.ModuleDict({d.name: nn.Conv2d(out_channels, 1, 1) for d in self.domains})
+
+    def forward_domain(self, name, shared, out_conv, relative, index=None, maps=True) -> HeadOutput:
+        depth = torch.sigmoid(self.regressors[name](_select(out_conv, index)))
+        return HeadOutput(depth * self.domain_by_name[name].max_depth)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bins import ORIGINAL_ALPHA, ORIGINAL_GAMMA
+from .depth_anything import DepthAnythingCore
 from .dpt import DPTCore
 from .heads import HEADS, Domain, HeadOutput, HeadSettings
 from .router import ROUTERS
@@ -76,9 +77,10 @@ def check_images(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 class Prep(nn.Module):
     def __init__(self, img_size: Sequence[int], keep_aspect: bool, mean: Sequence[float], std: Sequence[float],
-                 resize: bool = True) -> None:
+                 resize: bool = True, multiple: int = 32) -> None:
         super().__init__()
         self.img_size, self.keep_aspect, self.resize = list(img_size), keep_aspect, resize
+        self.multiple = int(multiple)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -86,7 +88,9 @@ class Prep(nn.Module):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected images of shape (B,3,H,W) in [0,1], got {tuple(image.shape)}")
         if self.resize:
-            size = network_size(image.shape[-2], image.shape[-1], self.img_size, self.keep_aspect)
+            # plain ints: under the exporter's tracer the sizes are tensors (the graph keeps this size)
+            size = network_size(int(image.shape[-2]), int(image.shape[-1]), self.img_size, self.keep_aspect,
+                                self.multiple)
             if tuple(image.shape[-2:]) != size:
                 image = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
         return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
@@ -125,7 +129,7 @@ class _GroupsMixin:
                 buckets["positional"].append(param)
             elif name.startswith("core.pretrained."):
                 buckets["encoder"].append(param)
-            elif name.startswith("core.scratch."):
+            elif name.startswith(("core.scratch.", "core.depth_head.")):
                 buckets["decoder"].append(param)
             else:
                 buckets["head"].append(param)
@@ -265,7 +269,15 @@ def _plain(node) -> Dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def build_core(mcfg, pretrained: bool = False) -> DPTCore:
+def build_core(mcfg, pretrained: bool = False) -> nn.Module:
+    """The core ``model.decoder`` names: :class:`DPTCore` (MiDaS) or :class:`DepthAnythingCore`."""
+    if mcfg.get("decoder", "midas") == "depth_anything":
+        return DepthAnythingCore(
+            mcfg.backbone, mcfg.features, list(mcfg.hooks) if mcfg.hooks is not None else None,
+            list(mcfg.reassemble_channels) if mcfg.reassemble_channels is not None else None,
+            _plain(mcfg.backbone_kwargs) if mcfg.backbone_kwargs else None, mcfg.get("pos_embed_resize", "offset"),
+            pretrained,
+        )
     return DPTCore(
         mcfg.backbone, list(mcfg.img_size), mcfg.features, mcfg.readout,
         list(mcfg.hooks) if mcfg.hooks is not None else None,
@@ -286,7 +298,8 @@ def build_model(cfg, pretrained: bool = False) -> nn.Module:
     stage = cfg.get("stage", "metric") if "model" in cfg else "metric"
     mcfg = cfg.model if "model" in cfg else cfg
     core = build_core(mcfg, pretrained)
-    prep = Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input)
+    prep = Prep(mcfg.img_size, mcfg.keep_aspect_ratio, list(mcfg.mean), list(mcfg.std), mcfg.resize_input,
+                getattr(core, "size_multiple", 32))
     freeze_bn = bool(cfg.optim.freeze_bn) if "optim" in cfg else False
     if stage == "relative":
         model: nn.Module = RelativeDepthModel(core, prep)

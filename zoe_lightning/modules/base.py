@@ -1,4 +1,4 @@
-"""Shared LightningModule plumbing: model assembly, optimiser + OneCycle, augmentation, logging."""
+"""Shared LightningModule plumbing: model assembly, optimiser + OneCycle (or poly), augmentation, logging."""
 
 from __future__ import annotations
 
@@ -63,8 +63,16 @@ class DepthModule(L.LightningModule):
         groups = self.model.parameter_groups(o.lr, o.encoder_lr_factor, o.pos_enc_lr_factor, o.decoder_lr_factor,
                                              o.same_lr)
         optimizer = make_adamw(groups, o, str(self.cfg.trainer.precision))
+        total = int(self.trainer.estimated_stepping_batches)
+        if o.get("schedule", "onecycle") == "poly":  # Depth Anything V2: lr * (1 - step / total) ** 0.9
+            power = float(o.poly_power)
+            for group in optimizer.param_groups:
+                group["betas"] = (0.9, 0.999)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: max(0.0, 1.0 - step / max(total, 1)) ** power)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches),
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total,
             pct_start=o.pct_start, div_factor=o.div_factor, final_div_factor=o.final_div_factor,
             anneal_strategy="cos", cycle_momentum=True, base_momentum=o.base_momentum, max_momentum=o.max_momentum,
         )

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..evaluation.metrics import METRIC_NAMES, DepthMetrics, RoutedCounts
 from ..inference import needs_labels, tta_depth
-from ..losses import domain_loss, grad_l1_loss, silog_loss
+from ..losses import domain_loss, grad_l1_loss, metric_silog, silog_loss
 from ..metric_keys import DEPTH_METRICS, domain_key
 from .base import DepthModule
 
@@ -43,7 +43,7 @@ class MetricDepthModule(DepthModule):
         labels = self._labels(batch)
         out = self.model(batch["image"], domain=labels)
         loss_cfg = self.cfg.loss
-        silog, n_valid = silog_loss(out.metric_depth, batch["depth"], batch["valid"], beta=loss_cfg.silog_beta)
+        silog, n_valid = metric_silog(loss_cfg, out.metric_depth, batch["depth"], batch["valid"])
         loss = loss_cfg.w_silog * silog
         bs = batch["image"].shape[0]
         self.log("train/silog", silog, prog_bar=True, batch_size=bs)

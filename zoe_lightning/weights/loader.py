@@ -62,7 +62,7 @@ def core_state_from_file(path: PathLike) -> StateDict:
 
 def load_core_state(path: PathLike) -> StateDict:
     """:func:`core_state_from_file` for ``model.core_checkpoint``: errors name the option."""
-    if not Path(path).is_file():
+    if not Path(path).exists():  # a file, or an HF model folder
         raise FileNotFoundError(f"model.core_checkpoint: no such file: {path}")
     try:
         return core_state_from_file(path)
@@ -71,13 +71,19 @@ def load_core_state(path: PathLike) -> StateDict:
 
 
 def init_core(model: nn.Module, cfg: Any) -> None:
-    """Fill ``model.core`` from ``cfg.model.core_checkpoint`` (a stage-1 run, a release, MiDaS, HF)."""
+    """Fill ``model.core`` from ``cfg.model.core_checkpoint`` (a stage-1 run, a release, MiDaS, HF,
+    Depth Anything); with ``model.core_checkpoint_part=encoder`` only its backbone."""
     path = cfg.model.core_checkpoint
-    result = model.core.load_state_dict(load_core_state(path), strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    state = load_core_state(path)
+    encoder_only = cfg.model.get("core_checkpoint_part", "all") == "encoder"
+    if encoder_only:
+        state = {k: v for k, v in state.items() if k.startswith("pretrained.")}
+    result = model.core.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not (encoder_only and not k.startswith("pretrained."))]
+    if missing or result.unexpected_keys:
         raise ValueError(
             f"model.core_checkpoint {path} does not fit model.backbone={cfg.model.backbone}: missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
 
 

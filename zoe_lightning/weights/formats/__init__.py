@@ -13,6 +13,9 @@ and ``may_be_missing(cfg)`` names the model keys the file may leave at their ini
 ``native``      this project's ``.ckpt``, ``save_model`` files and bare state dicts
 ``zoedepth``    the official trainer's files, any MiDaS v3.1 core (``{"model": ...}``, ``core.core.*``)
 ``midas``       MiDaS v3.x DPT checkpoints (``pretrained.*`` + ``scratch.*``)
+``depth_anything``  Depth Anything V1 / V2 (official ``pretrained.*`` + ``depth_head.*``, V1 metric
+                ``core.core.depth_head.*``, HF ``DepthAnythingForDepthEstimation`` folders); asked
+                before ``zoedepth`` and ``hf``, whose layouts these resemble
 ``hf``          HF transformers ``ZoeDepthForDepthEstimation`` (folder with ``config.json``)
 ==============  ==========================================================================
 """
@@ -24,12 +27,12 @@ from typing import Tuple
 
 from ...errors import UserError
 from ..io import Checkpoint
-from . import hf, midas, native, zoedepth
+from . import depth_anything, hf, midas, native, zoedepth
 from .common import tensors
 
-FORMATS: Tuple[ModuleType, ...] = (native, zoedepth, midas, hf)
+FORMATS: Tuple[ModuleType, ...] = (native, depth_anything, zoedepth, midas, hf)
 
-__all__ = ["FORMATS", "detect", "hf", "midas", "native", "zoedepth"]
+__all__ = ["FORMATS", "depth_anything", "detect", "hf", "midas", "native", "zoedepth"]
 
 
 def detect(ckpt: Checkpoint) -> ModuleType:
@@ -44,5 +47,6 @@ def detect(ckpt: Checkpoint) -> ModuleType:
     raise UserError(
         f"{ckpt.source}: unrecognised checkpoint layout (first keys: " + ", ".join(list(state)[:4]) + "); "
         "supported: this project's checkpoints, official ZoeDepth files (core.core.*), MiDaS DPT (pretrained.* + "
-        "scratch.*), HF ZoeDepth folders"
+        "scratch.*), Depth Anything (pretrained.* + depth_head.*, V1 metric core.core.depth_head.*), HF ZoeDepth and "
+        "Depth Anything folders"
     )
