@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from common import interleaved_times, row
+from common import interleaved_times, row, spread_weights_
 
 # size -> (width, blocks, heads, V2 out_indices, neck widths, fusion width)
 DA_SIZES = {"vits": (384, 12, 6, [3, 6, 9, 12], [48, 96, 192, 384], 64),
@@ -35,14 +35,7 @@ def hf_depth_anything(size: str, max_depth: int = 20):
                               fusion_hidden_size=fusion, neck_hidden_sizes=neck, head_hidden_size=32,
                               depth_estimation_type="metric", max_depth=max_depth)
     torch.manual_seed(0)
-    model = DepthAnythingForDepthEstimation(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, p[0].numel() ** -0.5)
-            elif name.endswith("bias"):
-                p.uniform_(-0.1, 0.1)
-    return model
+    return spread_weights_(DepthAnythingForDepthEstimation(cfg).eval())
 
 
 def bench_depth_anything(sizes: Sequence[str], image_size: Sequence[int], reps: int, warmup: int,

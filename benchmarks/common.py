@@ -61,6 +61,19 @@ def row(row_id, name, ours, ref, unit, goal=None, note="", **extra) -> Dict[str,
     return out
 
 
+def spread_weights_(model: torch.nn.Module) -> torch.nn.Module:
+    """Fan-in scaled random weights and non-zero biases (in place; norm scales stay 1). HF's init
+    (std 0.02) gives nearly constant depth maps, which would make an equality check vacuous."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, p[0].numel() ** -0.5)
+            elif name.endswith("bias"):
+                p.uniform_(-0.1, 0.1)
+    return model
+
+
 def parse_size(text: str) -> List[int]:
     h, _, w = str(text).lower().partition("x")
     return [int(h), int(w)]

@@ -131,16 +131,8 @@ def image_to_uint8(image: Any, size: tuple[int, int] | None = None) -> np.ndarra
 
 def abs_rel_error_map(gt: Any, pred: Any, valid: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(|pred - gt| / gt, valid_mask)`` as float arrays; pixels with gt <= 0 are invalid."""
-    g = _squeeze_2d(gt, "gt").astype(np.float64)
-    p = _squeeze_2d(pred, "pred").astype(np.float64)
-    if p.shape != g.shape:
-        raise ValueError(f"pred shape {p.shape} != gt shape {g.shape}")
-    ok = np.isfinite(g) & np.isfinite(p) & (g > 0)
-    if valid is not None:
-        ok &= _squeeze_2d(valid, "valid").astype(bool)
-    err = np.zeros_like(g)
-    np.divide(np.abs(p - g), g, out=err, where=ok)
-    return err, ok
+    err, ok = signed_rel_error_map(gt, pred, valid)
+    return np.abs(err), ok
 
 
 def signed_rel_error_map(gt: Any, pred: Any, valid: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,18 @@ def tensors(payload: Any) -> Optional[StateDict]:
     return strip_module(dict(state)) if is_state(state) else None
 
 
+def checkpoint_state(ckpt) -> Optional[StateDict]:
+    """The state dict of a read checkpoint: an HF folder's weights file as it is (refused in one line
+    when it holds no tensors), any other file through :func:`tensors`."""
+    if ckpt.hf_config is not None:
+        if not is_state(ckpt.payload):
+            from ...errors import UserError
+
+            raise UserError(f"{ckpt.source}: the HF weights file holds no tensor state dict")
+        return dict(ckpt.payload)
+    return tensors(ckpt.payload)
+
+
 def has_prefix(state: Mapping[str, Any], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in state)
 

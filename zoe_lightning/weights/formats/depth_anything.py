@@ -35,7 +35,7 @@ from ...errors import UserError
 from ..io import Checkpoint
 from ..strict import nothing_may_be_missing
 from . import zoedepth
-from .common import StateDict, compose, has_prefix, is_state, tensors
+from .common import StateDict, checkpoint_state, compose, has_prefix, tensors
 
 NAME = "depth_anything"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -326,17 +326,10 @@ def hf_to_ours(state: StateDict, source: str = "HF weights") -> StateDict:
     return out
 
 
-def _state(ckpt: Checkpoint) -> StateDict:
-    if ckpt.hf_config is not None:
-        if not is_state(ckpt.payload):
-            raise UserError(f"{ckpt.source}: the HF weights file holds no tensor state dict")
-        return dict(ckpt.payload)
-    return tensors(ckpt.payload)
-
 
 def state_dict(ckpt: Checkpoint, cfg: Any = None, model: Optional[nn.Module] = None) -> StateDict:
     """This project's keys; without ``cfg`` the DPT core's only."""
-    kind, state = _kind(ckpt), _state(ckpt)
+    kind, state = _kind(ckpt), checkpoint_state(ckpt)
     if kind == "hf_bare" and cfg is None:
         return {k: v for k, v in hf_to_ours(state, ckpt.source).items() if k.startswith("core.")}
     if kind in ("hf", "hf_bare"):

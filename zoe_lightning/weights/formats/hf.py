@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ...errors import UserError
 from ..io import Checkpoint, read_checkpoint
 from ..strict import UNUSED_BACKBONE
-from .common import StateDict, compose, has_prefix, is_state, tensors
+from .common import StateDict, checkpoint_state, compose, has_prefix, tensors
 from .hf_config import hf_config_to_delta, release_preset
 
 NAME = "hf"
@@ -198,13 +198,6 @@ def to_ours(state: StateDict, domain: Optional[str], source: str = "HF weights")
     return out
 
 
-def _state(ckpt: Checkpoint) -> StateDict:
-    if ckpt.hf_config is not None:
-        if not is_state(ckpt.payload):
-            raise UserError(f"{ckpt.source}: the HF weights file holds no tensor state dict")
-        return dict(ckpt.payload)
-    return tensors(ckpt.payload)
-
 
 def _checked_preset_config(delta: dict, preset: str, overrides: Sequence[str], source: str) -> DictConfig:
     """The preset's configuration, refused where it contradicts the HF config's ``delta``."""
@@ -235,7 +228,7 @@ def config(ckpt: Checkpoint, preset: Optional[str] = None, overrides: Sequence[s
 
 def state_dict(ckpt: Checkpoint, cfg: Any = None, model: Optional[nn.Module] = None) -> StateDict:
     """This project's keys; without ``cfg`` (the single head's domain name unknown) only the core's."""
-    state = _state(ckpt)
+    state = checkpoint_state(ckpt)
     if cfg is None:
         return {k: v for k, v in to_ours(state, "_", ckpt.source).items() if k.startswith("core.")}
     names = [b.name for b in cfg.model.bins]
