@@ -1,3 +1,4 @@
+# Over 400 lines: the losses of both stages (SILog variants, SSI, gradient matching, domain) share the masking and dtype helpers here.
 """Training losses for metric and relative depth. Pure PyTorch: tensors in, tensors out.
 
 Conventions shared by every loss here:

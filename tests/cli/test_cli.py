@@ -168,7 +168,7 @@ def test_make_eval_and_predict_default_to_the_newest_best_checkpoint(tmp_path):
 
 
 def test_baseline_wording():
-    from zoe_lightning.train import baseline_text
+    from zoe_lightning.run_summary import baseline_text
 
     assert baseline_text(0.5, 0.4) == "worse by 25.0%"  # 0.5 / 0.4 = 1.25
     assert baseline_text(0.3, 0.4) == "better by 25.0%"  # 1 - 0.3 / 0.4

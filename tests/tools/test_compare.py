@@ -176,7 +176,7 @@ def test_cli_errors_are_one_line(tmp_path, two_variants, capsys):
 
 def test_train_writes_summary_json(tmp_path):
     from zoe_lightning import load_config
-    from zoe_lightning.train import _write_summary
+    from zoe_lightning.run_summary import write_summary
 
     cfg = load_config("base", TINY + ["seed=11", "group=grp", "tags=[t]"])
     run_dir = tmp_path / "run"
@@ -186,7 +186,7 @@ def test_train_writes_summary_json(tmp_path):
     trainer = SimpleNamespace(global_step=59)
     ckpt = SimpleNamespace(best_model_path="b.ckpt", last_model_path="l.ckpt")
     final = {"val/abs_rel": 0.25, "val/nyu/abs_rel": 0.25}
-    _write_summary(cfg, trainer, run_dir, final, {"nyu": 0.5}, ckpt, None)
+    write_summary(cfg, trainer, run_dir, final, {"nyu": 0.5}, ckpt, None)
     s = json.loads((run_dir / "summary.json").read_text())
     assert (s["experiment"], s["group"], s["seed"], s["tags"], s["domains"]) == ("base", "grp", 11, ["t"], ["nyu"])
     assert s["final"] == final and s["status"] == "finished" and s["best_step"] == 39

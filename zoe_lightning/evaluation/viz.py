@@ -1,3 +1,4 @@
+# Over 400 lines: every picture the project draws (panels, colour bars, bin and router figures) shares the colour, range and text helpers here.
 """Pure numpy / matplotlib visualisation helpers (no Lightning imports).
 
 Everything here returns ``uint8`` RGB arrays of shape ``(H, W, 3)`` so callers can hand

@@ -15,7 +15,7 @@ from .runs import RunRecord
 __all__ = ["TABLE_METRICS", "BASELINE_LABEL", "domain_key", "aggregate", "baseline_rel", "build_table", "table_title",
            "table_markdown", "table_rows", "write_csvs"]
 
-BASELINE_LABEL = "constant baseline"  # the best constant-depth predictor (train.py's constant_baseline)
+BASELINE_LABEL = "constant baseline"  # the best constant-depth predictor (run_summary.constant_baseline)
 
 # (metric key, column label, lower is better)
 TABLE_METRICS: Tuple[Tuple[str, str, bool], ...] = (("abs_rel", "REL", True), ("rmse", "RMSE", True), ("a1", "δ1", False))
