@@ -151,6 +151,7 @@ QUIET_MESSAGES = (
     "💡 Tip: For seamless cloud logging",  # litlogger advertisement
     "💡 Tip: For seamless cloud uploads",  # litmodels advertisement
     "was configured so validation will run at the end of the training epoch",
+    "Loading `train_dataloader` to estimate number of stepping batches",  # internal to the LR schedule
 )
 
 

@@ -165,16 +165,16 @@ class DepthDataModule(L.LightningDataModule):
 
     @staticmethod
     def _report(sets: Sequence[Dataset], split: str) -> None:
-        """Log once what the readers counted while indexing (skipped files, bad pixels, ...)."""
+        """Log once what the readers counted while indexing (skipped files, bad pixels, ...); a set
+        with nothing to report stays quiet (training's data probe prints every set's size)."""
         for wrapped in sets:
             ds = getattr(wrapped, "dataset", wrapped)
             counters = getattr(ds, "stats", None) or getattr(ds, "counters", None)
             name = getattr(ds, "name", None) or getattr(ds, "dataset_name", type(ds).__name__)
-            info = f"data: {split} set {name}: {len(ds)} samples"
             nonzero = {k: v for k, v in dict(counters or {}).items() if v}
             if nonzero:
-                info += " (" + ", ".join(f"{k}={v}" for k, v in nonzero.items()) + ")"
-            rank_zero_info(info)
+                details = ", ".join(f"{k}={v}" for k, v in nonzero.items())
+                rank_zero_info(f"data: {split} set {name}: {len(ds)} samples ({details})")
 
     # ------------------------------------------------------------------ loaders
     def _world(self) -> Tuple[int, int]:

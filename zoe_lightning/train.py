@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -190,10 +189,6 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
 
     from data_modules.datamodule import build_datamodule
 
-    # Known, harmless notices: augmentation deliberately lives in the module (seeded by step), and
-    # Lightning's own pytree deprecation is not the user's to fix.
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     run_dir: Optional[Path] = None
     if resume == "auto":  # resume the newest run of this experiment, in its own directory
         found = find_last_checkpoint(cfg)
@@ -209,8 +204,8 @@ def train(cfg: DictConfig, resume: Optional[str] = None, extra_callbacks: Option
         check_init(cfg)
     from callbacks.console import quiet_lightning
 
-    quiet_lightning()
-    L.seed_everything(cfg.seed, workers=True)
+    quiet_lightning()  # known notices that are not the user's to act on
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     run_dir = run_dir or _run_dir(cfg)
     if _global_rank() == 0:  # DDP: only rank 0 owns the run directory
         run_dir.mkdir(parents=True, exist_ok=True)

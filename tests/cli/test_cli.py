@@ -208,7 +208,7 @@ def test_plain_training_console_and_report(tmp_path, monkeypatch, capfd):
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
     assert not re.search(r"Epoch 0\b", text) and "v_num" not in text
     for noise in ("litlogger", "litmodels", "already configured with model summary", "FLOPs",
-                  "validation will run at the end of the training epoch"):
+                  "validation will run at the end of the training epoch", "stepping batches", "Seed set"):
         assert noise not in text, noise
     report = out[out.index("=" * 72):]
     run_dir = (tmp_path / result["run_dir"]).resolve()

@@ -105,6 +105,8 @@ def test_probe_reports_size_and_valid_share(capsys, tmp_path, caplog):
     text = caplog.text + capsys.readouterr().err
     assert re.search(r"data: train set data\.train\.0 \(synthetic_indoor\): 1200 samples, 100\.0% valid", text)
     assert re.search(r"data: val set data\.val\.0 \(synthetic_indoor\): 100 samples", text)
+    # once per set: the reader's own line appears only when it has counters to report
+    assert len(re.findall(r"data: train set", caplog.text)) == 1, caplog.text
     assert _summary(tmp_path)["status"] == "finished"
 
 

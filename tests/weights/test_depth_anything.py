@@ -315,4 +315,4 @@ def test_finetune_da2_metric_on_a_folder_from_an_official_relative_file(tmp_path
         "callbacks.depth_panels_every=0", "callbacks.bin_centers=false", f"output_dir={tmp_path / 'runs'}"])
     assert cfg.loss.silog_form == "da2" and cfg.optim.schedule == "poly" and cfg.model.core_checkpoint_part == "encoder"
     result = train(cfg)
-    assert torch.isfinite(torch.tensor(result["metrics"]["val/abs_rel"]))
+    assert torch.isfinite(torch.tensor(result["metrics"]["val/nyu/abs_rel"]))
