@@ -21,7 +21,7 @@ __all__ = ["MemoryEfficientLogBinomial", "FastConditionalLogBinomial", "SOFTMAX_
 #: floor of the max-subtracted logits before ``exp`` in the in-place softmax steps. A sharp
 #: log-binomial (low temperature) puts most bins 100s-1000s below the maximum, and exp of
 #: z < -87 is a subnormal float, which CPUs compute through slow microcode assists (on the
-#: SwinV2-T row of benchmark 1: 272 ms instead of 15 ms for 12.5M values). exp(-80) = 1.8e-35
+#: SwinV2-T row of benchmark 1 about 18x slower; benchmarks/RESULTS.md). exp(-80) = 1.8e-35
 #: stays normal even times a bin centre of 1e-3 m, and against the maximum term (exactly 1) it
 #: cannot change a float32 sum: the same values to rounding.
 SOFTMAX_FLOOR = -80.0

@@ -74,8 +74,8 @@ def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d, size) -> torch.Tensor:
     Under autograd the same algebra runs unbanded and PyTorch differentiates it:
     :func:`_upsample_conv3x3_dense` while its dense interpolation products cost at most twice the
     channel mixing (small maps: CPU training sizes), else :func:`_upsample_conv3x3_interpolate`.
-    At 128x160 training (batch 2) the DPT head's two such convs took 200 ms forward + backward
-    instead of 650 ms (measured 2026-12-04).
+    In training the DPT head's two such convs are about 3x faster than interpolate + conv2d
+    (benchmarks/RESULTS.md, "Speed switches and variants not adopted").
     """
     b, c, h, w = x.shape
     height, width = int(size[0]), int(size[1])

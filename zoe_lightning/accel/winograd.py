@@ -106,7 +106,7 @@ def _winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     capture: tracing, ONNX export, ``torch.compile``) of a 3x3 / stride 1 / padding 1 convolution,
     wide and even enough (:func:`_winograd_pays`). Training keeps PyTorch's kernels: a Winograd
     forward + input gradient (filter gradient from PyTorch) was on par per convolution but made the
-    whole BEiT-B training step of benchmark row 2 slower (5.4 s vs 4.5 s, measured 2026-12-04)."""
+    whole BEiT-B training step of benchmark row 2 slower (benchmarks/RESULTS.md)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not capturing()
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
